@@ -1,0 +1,173 @@
+"""Run files: the `Files` paging sequence and `File` (metadata, download, delete)."""
+
+from __future__ import annotations
+
+import os
+import pathlib
+from typing import TYPE_CHECKING, Any, TextIO
+
+from run_pipeline.client import queries
+from run_pipeline.client.errors import WandbNotFoundError
+from run_pipeline.client.paging import Paginator
+
+if TYPE_CHECKING:
+    from run_pipeline.client.run import Run
+
+
+def snake_to_camel(string: str) -> str:
+    """`job_type` → `jobType`, as W&B's `Attrs.snake_to_camel` does."""
+    camel = "".join(part.title() for part in string.split("_"))
+    return camel[:1].lower() + camel[1:]
+
+
+class Attrs:
+    """Read-only attribute access to a GraphQL response dict: `obj.size_bytes` reads
+    `sizeBytes` (W&B's generic fallback)."""
+
+    _attrs: dict[str, Any]
+
+    def snake_to_camel(self, string: str) -> str:
+        return snake_to_camel(string)
+
+    def __getattr__(self, name: str) -> Any:
+        if name.startswith("_"):
+            raise AttributeError(name)
+        attrs = self.__dict__.get("_attrs") or {}
+        key = snake_to_camel(name)
+        if key in attrs:
+            return attrs[key]
+        if name in attrs:
+            return attrs[name]
+        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
+
+
+class File(Attrs):
+    """One file saved with a run: `id name url direct_url size mimetype updated_at md5`."""
+
+    def __init__(self, client: Any, attrs: dict[str, Any], run: Run | None = None):
+        self._api = client
+        self._attrs = dict(attrs)
+        self.run = run
+
+    @property
+    def id(self) -> str:
+        return self._attrs["id"]
+
+    @property
+    def name(self) -> str:
+        return self._attrs["name"]
+
+    @property
+    def url(self) -> str | None:
+        url = self._attrs.get("url")
+        return self._api._transport.absolute_url(url) if url else url
+
+    @property
+    def direct_url(self) -> str | None:
+        return self._attrs.get("directUrl")
+
+    @property
+    def size(self) -> int:
+        size = self._attrs.get("sizeBytes")
+        return int(size) if size is not None else 0
+
+    @property
+    def md5(self) -> str | None:
+        return self._attrs.get("md5")
+
+    @property
+    def mimetype(self) -> str | None:
+        return self._attrs.get("mimetype")
+
+    @property
+    def updated_at(self) -> str | None:
+        return self._attrs.get("updatedAt")
+
+    def download(self, root: str | os.PathLike = ".", replace: bool = False,
+                 exist_ok: bool = False) -> TextIO:
+        """Download to `root/name` (atomically: a temporary name, then a rename) and return
+        the file opened for reading, as W&B does. Raises `ValueError` if it exists and
+        neither `replace` nor `exist_ok` is set."""
+        path = pathlib.Path(root, self.name)
+        resolved_root = pathlib.Path(root).resolve()
+        if resolved_root not in path.resolve().parents:
+            raise ValueError(f"file name {self.name!r} escapes the download root")
+        if path.exists() and not replace:
+            if exist_ok:
+                return open(path)
+            raise ValueError(
+                "File already exists, pass replace=True to overwrite or exist_ok=True to "
+                "leave it as is and don't error."
+            )
+        if not self.url:
+            raise WandbNotFoundError(f"file {self.name!r} has no download URL")
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
+        try:
+            self._api._transport.download(self.url, tmp)
+            os.replace(tmp, path)
+        finally:
+            if tmp.exists():
+                tmp.unlink()
+        return open(path)
+
+    def read_bytes(self) -> bytes:
+        """The file's content, without touching the disk."""
+        if not self.url:
+            raise WandbNotFoundError(f"file {self.name!r} has no download URL")
+        return self._api._transport.get_bytes(self.url)
+
+    def delete(self) -> None:
+        project_id = None
+        if self.run is not None and self.run._attrs.get("projectId") is not None:
+            try:
+                project_id = int(self.run._attrs["projectId"])
+            except (TypeError, ValueError):
+                project_id = None
+        self._api._transport.graphql(
+            queries.DELETE_FILES, {"files": [self.id], "projectId": project_id}
+        )
+
+    def __repr__(self) -> str:
+        return f"<File {self.name} ({self.mimetype}) {self.size} bytes>"
+
+
+class Files(Paginator[File]):
+    """A lazy sequence of a run's files; `len()` is the run's `fileCount`."""
+
+    def __init__(self, client: Any, run: Run, names: list[str] | None = None,
+                 per_page: int = 50, upload: bool = False, pattern: str | None = None):
+        super().__init__(per_page)
+        if names and pattern:
+            raise ValueError("pass either names or pattern, not both")
+        self._api = client
+        self.run = run
+        self.names = list(names or [])
+        self.pattern = pattern
+        self.upload = upload
+
+    def _fetch(self, cursor: str | None):
+        variables = {
+            "project": self.run.project, "entity": self.run.entity, "name": self.run.id,
+            "fileCursor": cursor, "fileLimit": self.per_page, "fileNames": self.names,
+            "upload": self.upload,
+        }
+        if self.pattern is not None:
+            variables["pattern"] = self.pattern
+        data = self._api._transport.graphql(queries.RUN_FILES, variables)
+        project = data.get("project")
+        run = (project or {}).get("run")
+        if run is None:
+            raise WandbNotFoundError(f"run {self.run._path_str} not found")
+        conn = run.get("files") or {}
+        edges = conn.get("edges") or []
+        objects = [File(self._api, e["node"], self.run) for e in edges if e.get("node")]
+        page = conn.get("pageInfo") or {}
+        next_cursor = edges[-1].get("cursor") if edges else None
+        total = run.get("fileCount")
+        if self.names:
+            total = None  # fileCount counts all files, not the requested names
+        return objects, next_cursor, bool(page.get("hasNextPage")), total
+
+    def __repr__(self) -> str:
+        return f"<Files {self.run._path_str}>"

@@ -1,0 +1,397 @@
+"""The emulator's state: projects and runs loaded from a dataset directory, with every write
+persisted back to it, plus run listing (filters, order, cursors) and Parquet history export.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import json
+import mimetypes
+import os
+import shutil
+import tempfile
+import threading
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from pathlib import Path
+from typing import Any
+
+import pyarrow as pa
+import pyarrow.json as pajson
+import pyarrow.parquet as pq
+
+from . import filters as flt
+from .artifacts import ArtifactStore
+from .dataset import (
+    FILES_DIR,
+    HISTORY_LOG,
+    RUN_STATES,
+    SYSTEM_LOG,
+    DatasetError,
+    RowLog,
+    iter_project_dirs,
+    iter_run_dirs,
+    read_run_meta,
+    write_json_atomic,
+)
+
+TERMINAL_STATES = frozenset({"finished", "crashed", "failed", "killed", "preempted"})
+PARQUET_MODES = ("auto", "live", "parquet")
+
+
+def utcnow() -> datetime:
+    return datetime.now(timezone.utc).replace(microsecond=0)
+
+
+def iso(dt: datetime) -> str:
+    return dt.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def parse_time(v: Any) -> datetime | None:
+    if not v:
+        return None
+    if isinstance(v, datetime):
+        return v if v.tzinfo else v.replace(tzinfo=timezone.utc)
+    dt = datetime.fromisoformat(str(v).replace("Z", "+00:00"))
+    return dt if dt.tzinfo else dt.replace(tzinfo=timezone.utc)
+
+
+def relay_id(*parts: str) -> str:
+    return base64.b64encode(":".join(parts).encode()).decode()
+
+
+def safe_component(name: str, what: str) -> str:
+    """Entity, project, run and file names become directory names: refuse ones that escape."""
+    if not name or name in (".", "..") or "/" in name or "\\" in name or "\x00" in name or name.startswith("."):
+        raise ValueError(f"invalid {what} name {name!r}")
+    return name
+
+
+class RunRecord:
+    """One run: its directory, its run.json metadata and its history and system logs."""
+
+    def __init__(self, entity: str, project: str, run_id: str, run_dir: Path, meta: dict):
+        self.entity, self.project, self.run_id, self.dir = entity, project, run_id, run_dir
+        self.meta = meta
+        self.history = RowLog(run_dir / HISTORY_LOG)
+        self.events = RowLog(run_dir / SYSTEM_LOG, step_key=None)
+        self.storage_id = relay_id("Run", "v1", run_id, project, entity)
+
+    @property
+    def config(self) -> dict:
+        return self.meta.get("config") or {}
+
+    @property
+    def summary(self) -> dict:
+        return self.meta.get("summary") or {}
+
+    @property
+    def created_at(self) -> datetime:
+        return parse_time(self.meta.get("created_at")) or datetime.fromtimestamp(self.dir.stat().st_mtime, timezone.utc)
+
+    @property
+    def heartbeat_at(self) -> datetime:
+        return parse_time(self.meta.get("heartbeat_at")) or self.created_at
+
+    def column(self, name: str) -> Any:
+        m = self.meta
+        if name == "name":
+            return self.run_id
+        if name in ("createdAt", "heartbeatAt", "updatedAt"):
+            return {"createdAt": self.created_at, "heartbeatAt": self.heartbeat_at,
+                    "updatedAt": parse_time(m.get("updated_at")) or self.heartbeat_at}[name]
+        if name == "username":
+            return (m.get("user") or {}).get("username", flt.MISSING)
+        if name == "duration":
+            rt = self.summary.get("_runtime")
+            return rt if isinstance(rt, (int, float)) else (self.heartbeat_at - self.created_at).total_seconds()
+        key = {"displayName": "display_name", "jobType": "job_type", "sweepName": "sweep_name",
+               "readOnly": "read_only"}.get(name, name)
+        if name == "tags":
+            return m.get("tags") or []
+        return m.get(key, flt.MISSING)
+
+    def save(self) -> None:
+        write_json_atomic(self.dir / "run.json", self.meta)
+
+    @property
+    def files_dir(self) -> Path:
+        return self.dir / FILES_DIR
+
+    def list_files(self) -> list[str]:
+        root = self.files_dir
+        if not root.is_dir():
+            return []
+        names = [p.relative_to(root).as_posix() for p in root.rglob("*") if p.is_file() and ".tmp-" not in p.name]
+        return sorted(names)
+
+    def file_path(self, name: str) -> Path:
+        """The path of run file `name`, refusing names that would leave the files directory."""
+        root = self.files_dir.resolve()
+        target = (root / name).resolve()
+        if not name or root not in target.parents:
+            raise ValueError(f"invalid file name {name!r}")
+        return target
+
+
+@dataclass
+class ProjectRecord:
+    entity: str
+    name: str
+    dir: Path
+
+    @property
+    def storage_id(self) -> str:
+        return relay_id("Project", "v1", self.name, self.entity)
+
+    @property
+    def created_at(self) -> datetime:
+        return datetime.fromtimestamp(self.dir.stat().st_ctime, timezone.utc).replace(microsecond=0)
+
+
+class Store:
+    """All emulator state. Thread-safe: GraphQL resolvers and the Python control API share it."""
+
+    def __init__(self, root: Path, *, parquet_mode: str = "auto", cache_dir: Path | None = None,
+                 default_entity: str | None = None):
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.lock = threading.RLock()
+        self._own_cache = cache_dir is None
+        self.cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="wandb-emulator-cache-"))
+        self.set_parquet_mode(parquet_mode)
+        self._default_entity = default_entity
+        self.reload()
+
+    # -- loading -------------------------------------------------------------------------
+    def reload(self) -> None:
+        """(Re)read the dataset directory; malformed runs raise DatasetError naming the file."""
+        with self.lock:
+            self.projects: dict[tuple[str, str], ProjectRecord] = {}
+            self.runs: dict[tuple[str, str, str], RunRecord] = {}
+            self.by_storage_id: dict[str, RunRecord] = {}
+            for ent, proj, pdir in iter_project_dirs(self.root):
+                self.projects[(ent, proj)] = ProjectRecord(ent, proj, pdir)
+            for ent, proj, run_id, rdir in iter_run_dirs(self.root):
+                self._add_run(RunRecord(ent, proj, run_id, rdir, read_run_meta(rdir)))
+            self.artifacts = ArtifactStore(self)
+
+    def _add_run(self, run: RunRecord) -> None:
+        self.runs[(run.entity, run.project, run.run_id)] = run
+        self.by_storage_id[run.storage_id] = run
+
+    def close(self) -> None:
+        if self._own_cache:
+            shutil.rmtree(self.cache_dir, ignore_errors=True)
+
+    @property
+    def default_entity(self) -> str:
+        if self._default_entity:
+            return self._default_entity
+        entities = self.entities()
+        return entities[0] if entities else "emulator"
+
+    def entities(self) -> list[str]:
+        return sorted({e for e, _ in self.projects})
+
+    def set_parquet_mode(self, mode: str) -> None:
+        if mode not in PARQUET_MODES:
+            raise ValueError(f"parquet_mode must be one of {PARQUET_MODES}, got {mode!r}")
+        self.parquet_mode = mode
+
+    # -- reads ---------------------------------------------------------------------------
+    def get_project(self, entity: str, project: str) -> ProjectRecord | None:
+        return self.projects.get((entity, project))
+
+    def list_projects(self, entity: str) -> list[ProjectRecord]:
+        with self.lock:
+            return [p for (e, _), p in sorted(self.projects.items()) if e == entity]
+
+    def get_run(self, entity: str, project: str, run_id: str) -> RunRecord | None:
+        return self.runs.get((entity, project, run_id))
+
+    def require_run(self, entity: str, project: str, run_id: str) -> RunRecord:
+        run = self.get_run(entity, project, run_id)
+        if run is None:
+            raise KeyError(f"no run {entity}/{project}/{run_id}")
+        return run
+
+    def project_runs(self, entity: str, project: str) -> list[RunRecord]:
+        with self.lock:
+            return [r for (e, p, _), r in self.runs.items() if e == entity and p == project]
+
+    def query_runs(self, entity: str, project: str, filters: Any = None, order: str | None = None) -> list[tuple[tuple, RunRecord]]:
+        """Runs matching `filters`, ordered by `order` with the storage id as tie-break.
+
+        Returns (cursor key, run) pairs; the cursor key locates a position even after the
+        run it came from is deleted, so paging stays stable while runs come and go.
+        """
+        path, desc = flt.parse_order(order)
+        runs = [r for r in self.project_runs(entity, project) if flt.matches(r, filters)]
+        keyed = [((flt.sort_key(r, path), r.storage_id), r) for r in runs]
+        import functools
+
+        keyed.sort(key=functools.cmp_to_key(lambda a, b: flt.compare(a[0], b[0], desc)))
+        return keyed
+
+    # -- writes --------------------------------------------------------------------------
+    def ensure_project(self, entity: str, project: str) -> ProjectRecord:
+        with self.lock:
+            rec = self.projects.get((entity, project))
+            if rec is None:
+                pdir = self.root / safe_component(entity, "entity") / safe_component(project, "project")
+                pdir.mkdir(parents=True, exist_ok=True)
+                rec = self.projects[(entity, project)] = ProjectRecord(entity, project, pdir)
+            return rec
+
+    def create_run(self, entity: str, project: str, run_id: str, meta: dict | None = None) -> RunRecord:
+        with self.lock:
+            if (entity, project, run_id) in self.runs:
+                raise ValueError(f"run {entity}/{project}/{run_id} exists")
+            pdir = self.ensure_project(entity, project).dir
+            rdir = pdir / safe_component(run_id, "run")
+            rdir.mkdir(parents=True, exist_ok=True)
+            now = iso(utcnow())
+            meta = {"state": "running", "created_at": now, "heartbeat_at": now, **(meta or {})}
+            if meta["state"] not in RUN_STATES:
+                raise ValueError(f"state must be one of {RUN_STATES}, got {meta['state']!r}")
+            run = RunRecord(entity, project, run_id, rdir, meta)
+            run.save()
+            self._add_run(run)
+            return run
+
+    def update_run(self, run: RunRecord, **changes: Any) -> RunRecord:
+        """Set run.json keys (None deletes nothing: it stores null, as W&B does) and persist."""
+        with self.lock:
+            if "state" in changes and changes["state"] not in RUN_STATES:
+                raise ValueError(f"state must be one of {RUN_STATES}, got {changes['state']!r}")
+            run.meta.update(changes)
+            run.meta["updated_at"] = iso(utcnow())
+            run.save()
+            return run
+
+    def delete_run(self, run: RunRecord, delete_artifacts: bool = False) -> None:
+        with self.lock:
+            self.runs.pop((run.entity, run.project, run.run_id), None)
+            self.by_storage_id.pop(run.storage_id, None)
+            self.artifacts.forget_run(run, delete_artifacts)
+            # Move aside first so a crash mid-delete never leaves a half-deleted run visible.
+            trash = run.dir.with_name(f".deleted-{run.run_id}-{os.getpid()}")
+            os.replace(run.dir, trash)
+            shutil.rmtree(trash, ignore_errors=True)
+
+    # -- the Python control API (also behind the HTTP control endpoint) --------------------
+    def append_history(self, entity: str, project: str, run_id: str, rows: list[dict]) -> int:
+        """Append logged rows to a run, as a live run would; returns the new last step."""
+        with self.lock:
+            run = self.require_run(entity, project, run_id)
+            for i, row in enumerate(rows):
+                if not isinstance(row, dict) or not isinstance(row.get("_step"), int) or isinstance(row.get("_step"), bool):
+                    raise ValueError(f"row {i} needs an integer '_step'")
+            run.history.append(rows)
+            summary = dict(run.summary)
+            for row in rows:
+                summary.update(row)
+            self.update_run(run, summary=summary, heartbeat_at=iso(utcnow()))
+            return run.history.last_step
+
+    def append_system(self, entity: str, project: str, run_id: str, events: list[dict]) -> int:
+        with self.lock:
+            run = self.require_run(entity, project, run_id)
+            run.events.append(events)
+            return len(run.events)
+
+    def set_state(self, entity: str, project: str, run_id: str, state: str) -> None:
+        with self.lock:
+            self.update_run(self.require_run(entity, project, run_id), state=state, heartbeat_at=iso(utcnow()))
+
+    def touch_heartbeat(self, entity: str, project: str, run_id: str, when: datetime | None = None) -> None:
+        with self.lock:
+            self.update_run(self.require_run(entity, project, run_id), heartbeat_at=iso(when or utcnow()))
+
+    # -- files ---------------------------------------------------------------------------
+    def write_file(self, run: RunRecord, name: str, data: bytes) -> Path:
+        target = run.file_path(name)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=".tmp-")
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.replace(tmp, target)
+        return target
+
+    @staticmethod
+    def file_info(run: RunRecord, name: str) -> dict:
+        path = run.file_path(name)
+        if not path.is_file():
+            return {"name": name, "size": 0, "md5": None, "updated_at": None, "exists": False,
+                    "mimetype": mimetypes.guess_type(name)[0]}
+        data_md5 = hashlib.md5()
+        with open(path, "rb") as fh:
+            for chunk in iter(lambda: fh.read(1 << 20), b""):
+                data_md5.update(chunk)
+        st = path.stat()
+        return {"name": name, "size": st.st_size, "md5": base64.b64encode(data_md5.digest()).decode(),
+                "updated_at": datetime.fromtimestamp(st.st_mtime, timezone.utc), "exists": True,
+                "mimetype": mimetypes.guess_type(name)[0] or "application/octet-stream"}
+
+    # -- Parquet history export ----------------------------------------------------------
+    def served_from_parquet(self, run: RunRecord) -> bool:
+        if self.parquet_mode == "live" or len(run.history) == 0:
+            return False
+        if self.parquet_mode == "auto" and run.meta.get("state") not in TERMINAL_STATES:
+            return False
+        return self.parquet_schema(run) is not None
+
+    @staticmethod
+    def parquet_schema(run: RunRecord) -> pa.Schema | None:
+        """One flat column per key, or None when some key cannot be a plain Parquet column
+        (dicts, lists, ints beyond int64, mixed types): such runs are served live only."""
+        fields = []
+        for key, ks in run.history.keys.items():
+            kinds = ks.kinds
+            if kinds <= {"int"}:
+                t = pa.int64() if kinds else pa.float64()
+            elif kinds <= {"int", "float"}:
+                t = pa.float64()
+            elif kinds == {"bool"}:
+                t = pa.bool_()
+            elif kinds == {"str"}:
+                t = pa.string()
+            else:
+                return None
+            if key == "_step":
+                t = pa.int64()
+            fields.append(pa.field(key, t))
+        return pa.schema(fields)
+
+    def parquet_export(self, run: RunRecord) -> Path:
+        """The run's history as one Parquet file sorted by _step, cached until history grows."""
+        with self.lock:
+            schema = self.parquet_schema(run)
+            if schema is None:
+                raise ValueError(f"run {run.run_id} has history that is not exportable to Parquet")
+            n = len(run.history)
+            digest = hashlib.sha256(f"{run.storage_id}:{n}:{run.history.path.stat().st_size}".encode()).hexdigest()[:24]
+            out = self.cache_dir / f"{digest}.parquet"
+            if out.exists():
+                return out
+            table = pajson.read_json(
+                run.history.path,
+                read_options=pajson.ReadOptions(block_size=1 << 24),
+                parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"),
+            )
+            table = table.select(schema.names)
+            if table.num_rows != n:
+                raise DatasetError(f"{run.history.path}: Parquet export read {table.num_rows} rows, expected {n}")
+            order, _ = run.history.order()
+            if order != list(range(n)):
+                table = table.take(pa.array(order))
+            tmp = out.with_suffix(".tmp")
+            pq.write_table(table, tmp, compression="zstd")
+            os.replace(tmp, out)
+            return out
+
+
+def dumps_compact(obj: Any) -> str:
+    return json.dumps(obj, separators=(",", ":"))

@@ -1,0 +1,82 @@
+"""Shared fixtures: one emulator per test session on a loopback port, reset to the pristine
+sample dataset before every test that uses it."""
+
+from __future__ import annotations
+
+import shutil
+from pathlib import Path
+
+import pytest
+
+from run_pipeline.emulator.sample import generate
+from run_pipeline.emulator.server import EmulatorServer
+
+TEST_API_KEY = "test-key-" + "k" * 31  # 40 characters, like a real W&B key
+
+
+class EmulatorHandle:
+    """What tests see: the running server plus the dataset it serves."""
+
+    def __init__(self, server: EmulatorServer, pristine: Path):
+        self.server = server
+        self.pristine = pristine
+
+    base_url = property(lambda self: self.server.base_url)
+    api_key = property(lambda self: self.server.api_key)
+    dataset_dir = property(lambda self: self.server.dataset_dir)
+    store = property(lambda self: self.server.store)
+    entity = "demo"
+
+    def reset(self) -> None:
+        shutil.rmtree(self.dataset_dir)
+        shutil.copytree(self.pristine, self.dataset_dir)
+        self.server.clear_faults()
+        self.server.set_rate_limit(None)
+        self.server.set_parquet_mode("auto")
+        self.store.reload()
+
+    def __getattr__(self, name):
+        return getattr(self.server, name)
+
+
+@pytest.fixture(scope="session")
+def _emulator_session(tmp_path_factory):
+    root = tmp_path_factory.mktemp("emulator")
+    pristine = root / "pristine"
+    generate(pristine)
+    live = root / "dataset"
+    shutil.copytree(pristine, live)
+    with EmulatorServer(live, api_key=TEST_API_KEY) as server:
+        yield EmulatorHandle(server, pristine)
+
+
+@pytest.fixture
+def emulator(_emulator_session):
+    _emulator_session.reset()
+    yield _emulator_session
+    _emulator_session.server.clear_faults()
+
+
+@pytest.fixture
+def wandb_env(emulator, tmp_path, monkeypatch):
+    """Environment for the real wandb SDK: local base URL, key, and caches under tmp_path."""
+    monkeypatch.setenv("WANDB_BASE_URL", emulator.base_url)
+    monkeypatch.setenv("WANDB_API_KEY", emulator.api_key)
+    monkeypatch.setenv("WANDB_CACHE_DIR", str(tmp_path / "wandb-cache"))
+    monkeypatch.setenv("WANDB_DIR", str(tmp_path / "wandb-dir"))
+    monkeypatch.setenv("WANDB_CONFIG_DIR", str(tmp_path / "wandb-config"))
+    monkeypatch.setenv("WANDB_DATA_DIR", str(tmp_path / "wandb-data"))
+    monkeypatch.setenv("WANDB_SILENT", "true")
+    monkeypatch.setenv("WANDB_ERROR_REPORTING", "false")
+    monkeypatch.delenv("WANDB_ENTITY", raising=False)
+    monkeypatch.delenv("WANDB_PROJECT", raising=False)
+    monkeypatch.setenv("HOME", str(tmp_path / "home"))
+    (tmp_path / "home").mkdir(exist_ok=True)
+    return emulator
+
+
+@pytest.fixture
+def wandb_api(wandb_env):
+    import wandb
+
+    return wandb.Api(api_key=wandb_env.api_key, overrides={"base_url": wandb_env.base_url}, timeout=30)
