@@ -11,7 +11,7 @@ import pytest
 from run_pipeline.emulator.sample import generate
 from run_pipeline.emulator.server import EmulatorServer
 
-TEST_API_KEY = "test-key-" + "k" * 31  # 40 characters, like a real W&B key
+TEST_API_KEY = "testkey" + "7" * 33  # 40 characters, like a real W&B key
 
 
 class EmulatorHandle:

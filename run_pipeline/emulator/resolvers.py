@@ -91,7 +91,7 @@ class ProjectNode:
     def __init__(self, rec: ProjectRecord):
         self.rec = rec
         self.id = rec.storage_id
-        self.internalId = rec.storage_id
+        self.internalId = rec.internal_id
         self.name = rec.name
         self.entityName = rec.entity
         self.entity = {"id": base64.b64encode(f"Entity:{rec.entity}".encode()).decode(), "name": rec.entity}
@@ -189,7 +189,7 @@ class RunNode:
         self.updatedAt = parse_time(m.get("updated_at")) or rec.heartbeat_at
 
     def projectId(self, info):
-        return _store(info).ensure_project(self.rec.entity, self.rec.project).storage_id
+        return _store(info).ensure_project(self.rec.entity, self.rec.project).internal_id
 
     def project(self, info):
         return ProjectNode(_store(info).ensure_project(self.rec.entity, self.rec.project))

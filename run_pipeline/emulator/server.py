@@ -17,7 +17,7 @@ from .app import EmulatorApp
 from .faults import FaultConfig, FaultInjector, RateLimiter
 from .store import Store
 
-DEFAULT_API_KEY = "emulator-local-key-0000000000000000000000"
+DEFAULT_API_KEY = "emulator" + "0" * 32  # W&B keys are 40 characters
 
 
 class EmulatorServer:

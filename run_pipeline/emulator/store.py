@@ -146,6 +146,11 @@ class ProjectRecord:
         return relay_id("Project", "v1", self.name, self.entity)
 
     @property
+    def internal_id(self) -> str:
+        # W&B's projectId/internalId are integers in a string; the SDK calls int() on them.
+        return str(int(hashlib.sha256(f"{self.entity}/{self.name}".encode()).hexdigest()[:12], 16))
+
+    @property
     def created_at(self) -> datetime:
         return datetime.fromtimestamp(self.dir.stat().st_ctime, timezone.utc).replace(microsecond=0)
 

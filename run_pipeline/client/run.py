@@ -1,0 +1,569 @@
+"""`Run`: one W&B run with every attribute and method of W&B's public `Run` class, plus the
+bulk-export readers (`iter_history_batches`, `iter_system_metrics_batches`)."""
+
+from __future__ import annotations
+
+import json
+import os
+import pathlib
+import secrets
+import string
+import time
+import urllib.parse
+import warnings
+from collections.abc import Iterator, MutableMapping
+from datetime import datetime, timezone
+from typing import TYPE_CHECKING, Any
+
+from run_pipeline.client import queries
+from run_pipeline.client.artifacts import Artifact, RunArtifacts
+from run_pipeline.client.errors import WandbClientError, WandbNotFoundError
+from run_pipeline.client.files import Attrs, File, Files, snake_to_camel
+from run_pipeline.client.history import HistoryReader, parse_rows
+from run_pipeline.client.transport import parse_json
+
+if TYPE_CHECKING:
+    import pandas as pd
+    import pyarrow as pa
+
+    from run_pipeline.client.api import Api
+
+_INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")
+_TERMINAL_STATES = ("finished", "crashed", "failed", "killed")
+
+
+def _as_dict(value: Any) -> dict[str, Any]:
+    """JSONString → dict (already-parsed dicts pass through)."""
+    if value is None or value == "":
+        return {}
+    if isinstance(value, dict):
+        return value
+    parsed = parse_json(value)
+    return parsed if isinstance(parsed, dict) else {}
+
+
+def parse_datetime(value: str | None) -> datetime | None:
+    """W&B's `DateTime` ("2024-01-02T00:00:00", UTC without zone) → aware UTC datetime."""
+    if not value:
+        return None
+    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
+    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
+
+
+def generate_id(length: int = 8) -> str:
+    alphabet = string.ascii_lowercase + string.digits
+    return "".join(secrets.choice(alphabet) for _ in range(length))
+
+
+class User(Attrs):
+    """A W&B user (`name`, `username`, `email`, `entity`, ...) from a response."""
+
+    def __init__(self, client: Any, attrs: dict[str, Any]):
+        self._api = client
+        self._attrs = dict(attrs or {})
+
+    def __repr__(self) -> str:
+        return f"<User {self._attrs.get('username') or self._attrs.get('name')}>"
+
+    def __eq__(self, other: object) -> bool:
+        return isinstance(other, User) and other._attrs == self._attrs
+
+
+class Summary(MutableMapping):
+    """The run summary as a mutable mapping.
+
+    `summary[k] = v` and `del summary[k]` change local state; `summary.update({...})` merges
+    and persists at once; `run.update()` persists whatever was changed locally.
+    """
+
+    def __init__(self, run: Run, values: dict[str, Any]):
+        self._run = run
+        self._values = dict(values)
+
+    def __getitem__(self, key: str) -> Any:
+        return self._values[key]
+
+    def __setitem__(self, key: str, value: Any) -> None:
+        self._values[key] = value
+
+    def __delitem__(self, key: str) -> None:
+        del self._values[key]
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._values)
+
+    def __len__(self) -> int:
+        return len(self._values)
+
+    def __getattr__(self, key: str) -> Any:
+        if key.startswith("_"):
+            raise AttributeError(key)
+        try:
+            return self._values[key]
+        except KeyError:
+            raise AttributeError(key) from None
+
+    def update(self, other: Any = None, /, **kwargs: Any) -> None:  # type: ignore[override]
+        if other:
+            self._values.update(other)
+        if kwargs:
+            self._values.update(kwargs)
+        self._write()
+
+    def _write(self) -> None:
+        data = self._run._api._transport.graphql(queries.UPSERT_SUMMARY, {
+            "id": self._run.storage_id,
+            "summaryMetrics": json.dumps(self._values, default=str),
+        })
+        bucket = (data.get("upsertBucket") or {}).get("bucket") or {}
+        if not bucket.get("id"):
+            raise WandbClientError(f"summary update of {self._run._path_str} returned no run")
+
+    def _json_dict(self) -> dict[str, Any]:
+        return dict(self._values)
+
+    def __repr__(self) -> str:
+        return repr(self._values)
+
+
+class HistoryScan:
+    """Iterable of history rows (dicts) from `Run.scan_history`."""
+
+    def __init__(self, reader: HistoryReader, keys: list[str] | None, page_size: int,
+                 min_step: int | None, max_step: int | None):
+        self._args = (reader, keys, page_size, min_step, max_step)
+
+    def __iter__(self) -> Iterator[dict[str, Any]]:
+        reader, keys, page_size, min_step, max_step = self._args
+        return reader.scan_rows(keys, page_size, min_step, max_step)
+
+
+class Run(Attrs):
+    """A single W&B run.
+
+    Attributes mirror W&B's `Run`: tags, url, id, name, state, config, created_at,
+    system_metrics, summary, project, entity, user, path, notes, read_only, history_keys,
+    json_config, lastHistoryStep, storage_id, username; any other response field is readable
+    by its snake_case name (`run.job_type` reads `jobType`).
+    """
+
+    def __init__(self, client: Api, entity: str, project: str, run_id: str,
+                 attrs: dict[str, Any] | None = None):
+        self._api = client
+        self._entity = entity
+        self.project = project
+        self._attrs: dict[str, Any] = {}
+        self._summary: Summary | None = None
+        self._set_attrs(dict(attrs or {}))
+        self._attrs.setdefault("name", run_id)
+        if not attrs:
+            self.load(force=True)
+
+    # -- loading ------------------------------------------------------------------------------
+
+    def _set_attrs(self, attrs: dict[str, Any]) -> None:
+        if "config" in attrs:
+            raw = _as_dict(attrs["config"])
+            user_config, rawconfig = {}, {}
+            for key, value in raw.items():
+                target = rawconfig if key in _INTERNAL_CONFIG_KEYS else user_config
+                target[key] = value["value"] if isinstance(value, dict) and "value" in value else value
+            rawconfig.update(user_config)
+            attrs["config"] = user_config
+            attrs["rawconfig"] = rawconfig
+        for key in ("summaryMetrics", "systemMetrics"):
+            if key in attrs:
+                attrs[key] = _as_dict(attrs[key])
+        if "summaryMetrics" in attrs:
+            self._summary = None
+        self._attrs.update(attrs)
+
+    def _ensure_full(self, key: str) -> None:
+        if key not in self._attrs:
+            self.load(force=True)
+
+    def load(self, force: bool = False) -> dict[str, Any]:
+        """Fetch the run (full fragment) when `force` or nothing is loaded yet.
+
+        Raises `WandbNotFoundError` naming the path when the run does not exist."""
+        if force or "id" not in self._attrs:
+            data = self._api._transport.graphql(
+                queries.RUN, {"project": self.project, "entity": self.entity, "name": self.id}
+            )
+            run = (data.get("project") or {}).get("run")
+            if run is None:
+                raise WandbNotFoundError(f"run {self._path_str} not found")
+            self._set_attrs(dict(run))
+        return self._attrs
+
+    # -- identity ------------------------------------------------------------------------------
+
+    @property
+    def entity(self) -> str:
+        return self._entity
+
+    @property
+    def username(self) -> str:
+        """Deprecated alias of `entity` (as in W&B)."""
+        warnings.warn("Run.username is deprecated; use Run.entity", DeprecationWarning,
+                      stacklevel=2)
+        return self._entity
+
+    @property
+    def id(self) -> str:
+        return self._attrs["name"]
+
+    @id.setter
+    def id(self, value: str) -> None:
+        self._attrs["name"] = value
+
+    @property
+    def storage_id(self) -> str:
+        self._ensure_full("id")
+        return self._attrs["id"]
+
+    @property
+    def name(self) -> str | None:
+        return self._attrs.get("displayName")
+
+    @name.setter
+    def name(self, value: str | None) -> None:
+        self._attrs["displayName"] = value
+
+    display_name = name
+
+    @property
+    def state(self) -> str:
+        return self._attrs.get("state", "not found")
+
+    @property
+    def path(self) -> list[str]:
+        return [urllib.parse.quote(str(p), safe="") for p in (self.entity, self.project, self.id)]
+
+    @property
+    def _path_str(self) -> str:
+        return f"{self.entity}/{self.project}/{self.id}"
+
+    @property
+    def url(self) -> str:
+        parts = self.path
+        return f"{self._api.app_url}/{parts[0]}/{parts[1]}/runs/{parts[2]}"
+
+    # -- editable metadata (persisted by update()) ---------------------------------------------
+
+    def _editable(key: str, default: Any = None):  # noqa: N805 - property factory
+        def getter(self: Run) -> Any:
+            if key not in self._attrs and isinstance(default, list):
+                self._attrs[key] = []
+            return self._attrs.get(key, default)
+
+        def setter(self: Run, value: Any) -> None:
+            self._attrs[key] = value
+
+        return property(getter, setter)
+
+    tags = _editable("tags", [])
+    notes = _editable("notes")
+    description = _editable("description")
+    group = _editable("group")
+    job_type = _editable("jobType")
+    del _editable
+
+    @property
+    def read_only(self) -> bool | None:
+        return self._attrs.get("readOnly")
+
+    @property
+    def created_at(self) -> str | None:
+        """ISO string as W&B sends it (UTC without zone); see `created_at_utc`."""
+        return self._attrs.get("createdAt")
+
+    @property
+    def created_at_utc(self) -> datetime | None:
+        return parse_datetime(self._attrs.get("createdAt"))
+
+    @property
+    def heartbeat_at_utc(self) -> datetime | None:
+        return parse_datetime(self._attrs.get("heartbeatAt"))
+
+    @property
+    def updated_at_utc(self) -> datetime | None:
+        return parse_datetime(self._attrs.get("updatedAt"))
+
+    @property
+    def user(self) -> User | None:
+        user = self._attrs.get("user")
+        return User(self._api, user) if user else None
+
+    @property
+    def config(self) -> dict[str, Any]:
+        self._ensure_full("config")
+        return self._attrs["config"]
+
+    @property
+    def rawconfig(self) -> dict[str, Any]:
+        self._ensure_full("rawconfig")
+        return self._attrs["rawconfig"]
+
+    @property
+    def json_config(self) -> str:
+        config: dict[str, Any] = {}
+        if "_wandb" in self.rawconfig:
+            config["_wandb"] = {"value": self.rawconfig["_wandb"], "desc": None}
+        for key, value in self.config.items():
+            config[key] = {"value": value, "desc": None}
+        return json.dumps(config, default=str)
+
+    @property
+    def summary(self) -> Summary:
+        if self._summary is None:
+            self._ensure_full("summaryMetrics")
+            self._summary = Summary(self, self._attrs["summaryMetrics"])
+        return self._summary
+
+    @property
+    def summary_metrics(self) -> dict[str, Any]:
+        return self.summary._json_dict()
+
+    @property
+    def system_metrics(self) -> dict[str, Any]:
+        self._ensure_full("systemMetrics")
+        return self._attrs["systemMetrics"]
+
+    @property
+    def history_keys(self) -> dict[str, Any] | None:
+        self._ensure_full("historyKeys")
+        return self._attrs["historyKeys"]
+
+    @property
+    def lastHistoryStep(self) -> int:  # noqa: N802 - W&B's name
+        """The last logged step, read fresh from the server (-1 when there is none)."""
+        data = self._api._transport.graphql(
+            queries.RUN_HISTORY_KEYS,
+            {"project": self.project, "entity": self.entity, "name": self.id},
+        )
+        run = (data.get("project") or {}).get("run")
+        if run is None:
+            raise WandbNotFoundError(f"run {self._path_str} not found")
+        keys = run.get("historyKeys") or {}
+        last = keys.get("lastStep") if isinstance(keys, dict) else None
+        return -1 if last is None else int(last)
+
+    def snake_to_camel(self, string: str) -> str:
+        return snake_to_camel(string)
+
+    # -- writes --------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, api: Api, run_id: str | None = None, project: str | None = None,
+               entity: str | None = None, state: str = "running") -> Run:
+        """Create a run (state "running" or "pending") and return it without another request."""
+        run_id = run_id or generate_id()
+        project = project or api.default_project or "uncategorized"
+        entity = entity or api.default_entity
+        data = api._transport.graphql(queries.CREATE_RUN, {
+            "entity": entity, "project": project, "name": run_id, "state": state})
+        bucket = (data.get("upsertBucket") or {}).get("bucket")
+        if not bucket:
+            raise WandbClientError(f"creating run {entity}/{project}/{run_id} returned no run")
+        proj = bucket.get("project") or {}
+        return cls(
+            api, (proj.get("entity") or {}).get("name") or entity, proj.get("name") or project,
+            bucket["name"],
+            {"id": bucket["id"], "name": bucket["name"], "config": "{}", "systemMetrics": "{}",
+             "summaryMetrics": "{}", "tags": [], "description": None, "notes": None,
+             "state": state},
+        )
+
+    def update(self) -> None:
+        """Persist tags, name, notes, description, group, job type, config and summary."""
+        data = self._api._transport.graphql(queries.UPSERT_RUN, {
+            "id": self.storage_id, "tags": list(self.tags or []),
+            "description": self.description, "notes": self.notes,
+            "display_name": self.name, "config": self.json_config,
+            "groupName": self.group, "jobType": self.job_type,
+        })
+        summary = self.summary
+        bucket = (data.get("upsertBucket") or {}).get("bucket")
+        if bucket:
+            bucket = {k: v for k, v in bucket.items() if k != "summaryMetrics"}
+            self._set_attrs(bucket)
+        summary._write()
+
+    def save(self) -> None:
+        """Same as `update()`."""
+        self.update()
+
+    def delete(self, delete_artifacts: bool = False) -> None:
+        if delete_artifacts:
+            self._api._transport.graphql(queries.DELETE_RUN_WITH_ARTIFACTS,
+                                         {"id": self.storage_id, "deleteArtifacts": True})
+        else:
+            self._api._transport.graphql(queries.DELETE_RUN, {"id": self.storage_id})
+
+    def update_state(self, state: str) -> bool:
+        data = self._api._transport.graphql(queries.UPDATE_RUN_STATE,
+                                            {"id": self.storage_id, "state": state})
+        ok = bool((data.get("updateRunState") or {}).get("success"))
+        if ok:
+            self._attrs["state"] = state
+        return ok
+
+    def wait_until_finished(self, poll_seconds: float = 5.0, timeout: float | None = None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            data = self._api._transport.graphql(
+                queries.RUN_STATE, {"project": self.project, "entity": self.entity, "name": self.id})
+            run = (data.get("project") or {}).get("run")
+            if run is None:
+                raise WandbNotFoundError(f"run {self._path_str} not found")
+            if run.get("state") in _TERMINAL_STATES:
+                self._attrs["state"] = run["state"]
+                return
+            if deadline is not None and time.monotonic() > deadline:
+                raise TimeoutError(f"run {self._path_str} still {run.get('state')}")
+            time.sleep(poll_seconds)
+
+    # -- files ---------------------------------------------------------------------------------
+
+    def files(self, names: list[str] | None = None, per_page: int = 50,
+              pattern: str | None = None) -> Files:
+        return Files(self._api, self, names or [], per_page=per_page, pattern=pattern)
+
+    def file(self, name: str) -> File:
+        return Files(self._api, self, [name])[0]
+
+    def upload_file(self, path: str | os.PathLike, root: str | os.PathLike = ".") -> File:
+        """Upload a local file; it is stored under its path relative to `root`."""
+        root_abs = os.path.abspath(root)
+        name = pathlib.PurePath(os.path.relpath(os.path.abspath(path), root_abs)).as_posix()
+        transport = self._api._transport
+        data = transport.graphql(queries.CREATE_RUN_FILES, {
+            "entity": self.entity, "project": self.project, "run": self.id, "files": [name]})
+        result = data.get("createRunFiles") or {}
+        if not result.get("runID"):
+            raise WandbNotFoundError(f"cannot upload to {self._path_str}: run not found")
+        (info,) = result["files"]
+        headers = dict(h.split(":", 1) for h in result.get("uploadHeaders") or [])
+        with open(os.path.join(root_abs, name), "rb") as fh:
+            transport.put(info["uploadUrl"], fh.read(), headers)
+        if "MARK_RUN_FILES_UPLOADED" in self._api.server_features():
+            transport.graphql(queries.MARK_RUN_FILES_UPLOADED, {
+                "entity": self.entity, "project": self.project, "run": self.id, "files": [name]})
+        return self.file(name)
+
+    # -- history -------------------------------------------------------------------------------
+
+    def history(self, samples: int = 500, keys: list[str] | None = None, x_axis: str = "_step",
+                pandas: bool = True, stream: str = "default") -> pd.DataFrame | list[dict]:
+        """Sampled history (at most `samples` rows): a pandas DataFrame when `pandas`, else a
+        list of dicts. `stream="system"` gives system metrics. With `keys`, only rows that
+        have all of them (W&B's `sampledHistory`)."""
+        if keys is not None and not isinstance(keys, list):
+            raise ValueError("keys must be a list of strings")
+        if keys and stream != "default":
+            raise ValueError("stream must be 'default' when specifying keys")
+        variables = {"project": self.project, "entity": self.entity, "name": self.id}
+        transport = self._api._transport
+        if keys:
+            spec = json.dumps({"keys": [x_axis] + list(keys), "samples": samples})
+            data = transport.graphql(queries.RUN_SAMPLED_HISTORY, {**variables, "specs": [spec]})
+            run = self._run_or_raise(data)
+            rows = (run.get("sampledHistory") or [[]])[0] or []
+        else:
+            field = "history" if stream == "default" else "events"
+            query = queries.RUN_FULL_HISTORY if field == "history" else queries.RUN_FULL_EVENTS
+            data = transport.graphql(query, {**variables, "samples": samples})
+            rows = parse_rows(self._run_or_raise(data).get(field) or [])
+        if pandas:
+            import pandas as pd  # optional dependency, only needed here
+
+            return pd.DataFrame.from_records(rows)
+        return rows
+
+    def scan_history(self, keys: list[str] | None = None, page_size: int = 1000,
+                     min_step: int | None = None, max_step: int | None = None) -> HistoryScan:
+        """Every history row (a dict per step) in [min_step, max_step), paged by step windows.
+
+        W&B's documented meaning: with `keys`, only rows that have **all** of those keys
+        are returned (sparse metrics logged at other steps vanish), and each row holds just
+        `_step` and those keys. For a complete export use `iter_history_batches()`.
+        """
+        if keys is not None and not isinstance(keys, list):
+            raise ValueError("keys must be a list of strings")
+        return HistoryScan(HistoryReader(self), keys, page_size, min_step, max_step)
+
+    def iter_history_batches(self, min_step: int | None = None, max_step: int | None = None,
+                             page_size: int = 1000, *, parquet_batch_rows: int = 65_536,
+                             use_parquet: bool = True,
+                             tmp_dir: str | os.PathLike | None = None) -> Iterator[pa.RecordBatch]:
+        """The run's full history as Arrow record batches, steps in [min_step, max_step).
+
+        Reads W&B's exported Parquet (`parquetHistory`) when offered, then pages the live tail
+        above the last exported step; otherwise pages `history(minStep, maxStep)`. Nothing is
+        sampled or dropped; see `run_pipeline.client.history` for the column/type contract.
+        """
+        return HistoryReader(self).iter_batches(
+            min_step, max_step, page_size, parquet_batch_rows, tmp_dir, use_parquet)
+
+    def iter_system_metrics_batches(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
+        """Every system-metric row (`events`, not a sample) as record batches; the row count is
+        checked against the server's `eventsLineCount`."""
+        return HistoryReader(self).iter_system_batches(batch_rows)
+
+    def _run_or_raise(self, data: dict[str, Any]) -> dict[str, Any]:
+        run = (data.get("project") or {}).get("run")
+        if run is None:
+            raise WandbNotFoundError(f"run {self._path_str} not found")
+        return run
+
+    # -- artifacts -----------------------------------------------------------------------------
+
+    def logged_artifacts(self, per_page: int = 100) -> RunArtifacts:
+        return RunArtifacts(self._api, self, mode="logged", per_page=per_page)
+
+    def used_artifacts(self, per_page: int = 100) -> RunArtifacts:
+        return RunArtifacts(self._api, self, mode="used", per_page=per_page)
+
+    def use_artifact(self, artifact: Artifact, use_as: str | None = None) -> Artifact:
+        """Declare an existing artifact (from `api.artifact(...)`) as an input of this run."""
+        if not isinstance(artifact, Artifact) or artifact.is_draft():
+            raise ValueError("use_artifact needs an existing artifact from api.artifact()")
+        self._api._transport.graphql(queries.USE_ARTIFACT, {
+            "entityName": self.entity, "projectName": self.project, "runName": self.id,
+            "artifactID": artifact.id, "usedAs": use_as or artifact.name})
+        return artifact
+
+    def log_artifact(self, artifact: Artifact, aliases: list[str] | None = None,
+                     tags: list[str] | None = None) -> Artifact:
+        """Declare an artifact as an output of this run and return the stored version.
+
+        An existing artifact must come from this run's project; a draft `Artifact(name, type)`
+        is created (metadata only)."""
+        if not isinstance(artifact, Artifact):
+            raise TypeError("log_artifact needs an Artifact")
+        if not artifact.is_draft() and (
+            artifact.entity != self.entity or artifact.project != self.project
+        ):
+            raise ValueError("A run can't log an artifact to a different project.")
+        collection = artifact.collection_name
+        data = self._api._transport.graphql(queries.CREATE_ARTIFACT, {
+            "artifactTypeName": artifact.type, "artifactCollectionNames": [collection],
+            "entityName": self.entity, "projectName": self.project, "runName": self.id,
+            "description": artifact.description, "digest": artifact.digest,
+            "digestAlgorithm": "MANIFEST_MD5",
+            "aliases": [{"artifactCollectionName": collection, "alias": a}
+                        for a in (aliases or [])],
+            "metadata": json.dumps(artifact.metadata, default=str),
+            "clientID": generate_id(32), "sequenceClientID": generate_id(32),
+            "tags": [{"tagName": t} for t in (tags or [])],
+        })
+        created = (data.get("createArtifact") or {}).get("artifact") or {}
+        version = created.get("versionIndex")
+        if version is None:
+            version = ((created.get("artifactSequence") or {}).get("latestArtifact") or {}).get(
+                "versionIndex")
+        return self._api.artifact(f"{self.entity}/{self.project}/{collection}:v{version}")
+
+    def __repr__(self) -> str:
+        return f"<Run {'/'.join(self.path)} ({self.state})>"
