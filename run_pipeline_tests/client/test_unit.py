@@ -1,0 +1,369 @@
+"""Pure parts of the client: path parsing, naming, URL derivation, credentials lookup,
+batch typing, retry delays, rate-limit pacing, step-window paging, secret redaction."""
+
+from __future__ import annotations
+
+import json
+import math
+from datetime import datetime, timedelta, timezone
+from email.utils import format_datetime
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import requests
+
+from run_pipeline.client import Api, WandbAuthError, batch_to_rows, is_json_field, parse_run_path
+from run_pipeline.client.api import api_key_from_netrc, app_url_from_base
+from run_pipeline.client.artifacts import parse_artifact_path
+from run_pipeline.client.files import snake_to_camel
+from run_pipeline.client.history import (
+    JSON_METADATA,
+    normalize_batch,
+    page_windows,
+    rows_to_batch,
+    strings_to_batch,
+)
+from run_pipeline.client.run import parse_datetime
+from run_pipeline.client.transport import (
+    RateLimitPacer,
+    RetryPolicy,
+    _ApiKeyAuth,
+    _Redactor,
+    display_url,
+    parse_json,
+    parse_retry_after,
+    retry_delay,
+)
+
+KEY = "k" * 36 + "SEC1"
+
+
+# -- paths and names ------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    "path, expected",
+    [
+        ("ent/proj/abc123", ("ent", "proj", "abc123")),
+        ("ent/proj/runs/abc123", ("ent", "proj", "abc123")),
+        ("/ent/proj/runs/abc123/", ("ent", "proj", "abc123")),
+        ("ent/proj:abc123", ("ent", "proj", "abc123")),
+        ("proj/abc123", ("dflt", "proj", "abc123")),
+        ("proj:abc123", ("dflt", "proj", "abc123")),
+        ("abc123", ("dflt", "dproj", "abc123")),
+    ],
+)
+def test_parse_run_path_forms(path, expected):
+    assert parse_run_path(path, lambda: "dflt", "dproj") == expected
+
+
+def test_parse_run_path_looks_up_default_entity_only_when_needed():
+    def boom():
+        raise AssertionError("default entity must not be looked up")
+
+    assert parse_run_path("e/p/r", boom, None) == ("e", "p", "r")
+
+
+@pytest.mark.parametrize("path", ["", "abc123", "a/b/c/d/e"])
+def test_parse_run_path_rejects_incomplete(path):
+    with pytest.raises(ValueError):
+        parse_run_path(path, None, None)
+
+
+def test_parse_artifact_path():
+    assert parse_artifact_path("e/p/data:v1", None, None) == ("e", "p", "data:v1")
+    assert parse_artifact_path("p/data", "e", None) == ("e", "p", "data:latest")
+    assert parse_artifact_path("data:best", "e", "p") == ("e", "p", "data:best")
+    with pytest.raises(ValueError):
+        parse_artifact_path("data", None, None)
+
+
+@pytest.mark.parametrize(
+    "snake, camel",
+    [("job_type", "jobType"), ("history_line_count", "historyLineCount"), ("name", "name"),
+     ("sweep_name", "sweepName"), ("heartbeat_at", "heartbeatAt")],
+)
+def test_snake_to_camel(snake, camel):
+    assert snake_to_camel(snake) == camel
+
+
+@pytest.mark.parametrize(
+    "base, app",
+    [
+        ("https://api.wandb.ai", "https://wandb.ai"),
+        ("https://api.wandb.ai/", "https://wandb.ai"),
+        ("https://api.wandb.test", "https://app.wandb.test"),
+        ("https://api.example.com", "https://app.example.com"),
+        ("http://127.0.0.1:18080", "http://127.0.0.1:18080"),
+        ("https://wandb.corp.internal/prefix", "https://wandb.corp.internal/prefix"),
+    ],
+)
+def test_app_url_from_base(base, app):
+    assert app_url_from_base(base) == app
+
+
+def test_parse_datetime_is_aware_utc():
+    dt = parse_datetime("2024-01-02T03:04:05")
+    assert dt == datetime(2024, 1, 2, 3, 4, 5, tzinfo=timezone.utc)
+    assert parse_datetime("2024-01-02T03:04:05Z").tzinfo == timezone.utc
+    assert parse_datetime(None) is None
+
+
+# -- credentials ------------------------------------------------------------------------------
+
+
+def test_key_order_argument_env_netrc(tmp_path):
+    netrc = tmp_path / "netrc"
+    netrc.write_text("machine api.example.com\n  login user\n  password NETRCKEY\n")
+    netrc.chmod(0o600)
+    base = "https://api.example.com"
+    assert api_key_from_netrc(base, netrc) == "NETRCKEY"
+    assert api_key_from_netrc("https://other.example.com", netrc) is None
+    env = {"WANDB_API_KEY": "ENVKEY", "WANDB_BASE_URL": base}
+    assert Api("ARGKEY", environ=env, netrc_path=netrc)._transport._auth._header.endswith(
+        _basic("ARGKEY"))
+    assert Api(environ=env, netrc_path=netrc)._transport._auth._header.endswith(_basic("ENVKEY"))
+    api = Api(environ={"WANDB_BASE_URL": base}, netrc_path=netrc)
+    assert api._transport._auth._header.endswith(_basic("NETRCKEY"))
+    assert api.base_url == base
+    assert api.app_url == "https://app.example.com"
+    with pytest.raises(WandbAuthError):
+        Api(environ={}, netrc_path=tmp_path / "missing")
+
+
+def test_default_base_url_and_repr_hide_key():
+    api = Api(KEY, environ={})
+    assert api.base_url == "https://api.wandb.ai"
+    assert api.app_url == "https://wandb.ai"
+    for text in (repr(api), repr(api._transport), repr(api._transport._auth), str(vars(api))):
+        assert KEY not in text
+
+
+def _basic(key):
+    import base64
+
+    return base64.b64encode(f"api:{key}".encode()).decode()
+
+
+def test_auth_only_for_urls_under_base():
+    auth = _ApiKeyAuth(KEY, "http://127.0.0.1:8080/prefix")
+    assert auth.applies_to("http://127.0.0.1:8080/prefix/graphql")
+    assert not auth.applies_to("http://127.0.0.1:8080/other/x")
+    assert not auth.applies_to("http://127.0.0.1:9090/prefix/graphql")
+    assert not auth.applies_to("https://127.0.0.1:8080/prefix/graphql")
+    assert not auth.applies_to("http://storage.example.com/prefix/file?sig=1")
+
+
+# -- secrets ------------------------------------------------------------------------------------
+
+
+def test_redactor_scrubs_key_from_text_and_exception_chain():
+    red = _Redactor(KEY)
+    assert KEY not in red.text(f"Authorization: api:{KEY}")
+    assert _basic(KEY) not in red.text(f"Basic {_basic(KEY)}")
+    inner = ValueError(f"inner {KEY}")
+    try:
+        try:
+            raise inner
+        except ValueError as exc:
+            raise requests.ConnectionError(f"conn {KEY}", request=None) from exc
+    except requests.ConnectionError as outer:
+        red.exception(outer)
+        assert KEY not in str(outer)
+        assert KEY not in str(outer.__cause__)
+
+
+def test_display_url_drops_query_and_userinfo():
+    assert display_url("https://u:p@host:9/a/b?sig=SECRET") == "https://host:9/a/b"
+
+
+# -- JSON -----------------------------------------------------------------------------------------
+
+
+def test_parse_json_accepts_nan_and_huge_ints():
+    value = parse_json(b'{"a": NaN, "b": Infinity, "c": -Infinity, "d": 123456789012345678901234}')
+    assert math.isnan(value["a"]) and value["b"] == math.inf and value["c"] == -math.inf
+    assert value["d"] == 123456789012345678901234
+
+
+# -- retry policy -------------------------------------------------------------------------------
+
+
+def test_retry_delay_exponential_with_bounded_jitter_and_cap():
+    policy = RetryPolicy(backoff_base=1.0, backoff_cap=60.0, jitter=0.25)
+    assert retry_delay(0, policy, rand=lambda: 0.0) == 1.0
+    assert retry_delay(3, policy, rand=lambda: 0.0) == 8.0
+    assert retry_delay(3, policy, rand=lambda: 1.0) == 10.0
+    assert retry_delay(20, policy, rand=lambda: 0.5) == 60.0
+    assert retry_delay(5, policy, retry_after=1.5) == 1.5
+
+
+def test_parse_retry_after_seconds_and_http_date():
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after("0.5") == 0.5
+    assert parse_retry_after(None) is None
+    assert parse_retry_after("soon") is None
+    assert parse_retry_after("-1") is None
+    now = datetime(2024, 1, 1, tzinfo=timezone.utc)
+    header = format_datetime(now + timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after(header, now=now) == pytest.approx(30.0)
+    past = format_datetime(now - timedelta(seconds=30), usegmt=True)
+    assert parse_retry_after(past, now=now) == 0.0
+
+
+def test_pacer_spreads_remaining_quota_until_reset():
+    clock = [100.0]
+    pacer = RateLimitPacer(clock=lambda: clock[0])
+    assert pacer.wait_time() == 0.0
+    pacer.observe({"RateLimit-Remaining": "4", "RateLimit-Reset": "2"})
+    assert pacer.wait_time() == pytest.approx(0.5)
+    pacer.observe({"RateLimit-Remaining": "0", "RateLimit-Reset": "3"})
+    assert pacer.wait_time() == pytest.approx(3.0)
+    clock[0] += 5
+    assert pacer.wait_time() == 0.0
+    pacer.observe({"RateLimit-Remaining": "x"})
+    assert pacer.wait_time() == 0.0
+
+
+# -- batch typing ---------------------------------------------------------------------------------
+
+
+def _types(batch):
+    return {f.name: f.type for f in batch.schema}
+
+
+def test_rows_to_batch_types_by_contract():
+    rows = [
+        {"_step": 1, "i": 1, "f": 1.5, "n": 1, "b": True, "s": "x", "d": {"a": 1}, "m": 1,
+         "big": 2**70, "l": [1, 2]},
+        {"_step": 0, "i": 2, "f": float("nan"), "n": 2.5, "b": False, "s": "y", "m": "two"},
+        {"_step": 2, "f": float("inf"), "n": float("-inf")},
+    ]
+    batch = rows_to_batch(rows)
+    assert batch.schema.names[0] == "_step"
+    assert batch.schema.names == ["_step", "i", "f", "n", "b", "s", "d", "m", "big", "l"]
+    t = _types(batch)
+    assert t["_step"] == pa.int64() and t["i"] == pa.int64()
+    assert t["f"] == pa.float64() and t["n"] == pa.float64()
+    assert t["b"] == pa.bool_() and t["s"] == pa.string()
+    for name in ("d", "m", "big", "l"):
+        assert t[name] == pa.string()
+        assert is_json_field(batch.schema.field(name))
+        assert batch.schema.field(name).metadata == JSON_METADATA
+    for name in ("i", "f", "s"):
+        assert not is_json_field(batch.schema.field(name))
+    assert batch.column("_step").to_pylist() == [1, 0, 2]  # order kept, nothing sorted
+    assert batch.column("i").to_pylist() == [1, 2, None]
+    back = batch_to_rows(batch)
+    assert back[0]["big"] == 2**70 and back[0]["d"] == {"a": 1} and back[1]["m"] == "two"
+    assert math.isnan(back[1]["f"]) and back[2]["n"] == -math.inf
+
+
+def test_int64_boundaries_and_large_ints_exact():
+    batch = rows_to_batch([{"_step": 0, "a": 2**63 - 1, "b": 2**53 + 1, "c": 2**63}])
+    assert _types(batch)["a"] == pa.int64() and batch.column("a")[0].as_py() == 2**63 - 1
+    assert batch.column("b")[0].as_py() == 2**53 + 1
+    assert is_json_field(batch.schema.field("c"))
+    assert json.loads(batch.column("c")[0].as_py()) == 2**63
+
+
+def test_duplicate_steps_kept_and_step_from_float():
+    batch = rows_to_batch([{"_step": 3.0, "a": 1}, {"_step": 3, "a": 2}])
+    assert batch.column("_step").type == pa.int64()
+    assert batch.column("_step").to_pylist() == [3, 3]
+    assert batch.num_rows == 2
+
+
+PAGES = [
+    ['{"_step":0,"a":1,"b":1.5}', '{"_step":1,"a":2,"c":"x"}'],
+    ['{"_step":0,"a":NaN}', '{"_step":1,"a":Infinity,"z":-Infinity}'],
+    ['{"_step":0,"a":1}', '{"_step":1,"a":true}'],
+    ['{"_step":0,"a":"2024-01-02"}'],
+    ['{"_step":0,"a":9223372036854775808}', '{"_step":1,"a":1}'],
+    ['{"_step":0,"a":9007199254740993}'],
+    ['{"_step":0,"m":{"_type":"image-file","path":"x.png"}}', '{"_step":1}'],
+    ['{"_step":0,"a":null}', '{"_step":1,"a":[1,2]}'],
+    ['{"x":1,"_step":5}'],
+    ['{"_step":0,"a":1e400}'],
+]
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_fast_and_exact_parsers_agree(page):
+    fast = strings_to_batch(page)
+    exact = rows_to_batch([parse_json(s) for s in page])
+    assert fast.schema.names[0] == "_step"
+    assert fast.schema.equals(exact.schema, check_metadata=True), (fast.schema, exact.schema)
+    assert fast.to_pylist() == exact.to_pylist() or _nan_equal(fast, exact)
+
+
+def _nan_equal(a, b):
+    return json.dumps(a.to_pylist()) == json.dumps(b.to_pylist())
+
+
+def test_normalize_parquet_batch(tmp_path):
+    table = pa.table({
+        "a": pa.array([1, 2], pa.int32()),
+        "_step": pa.array([0, 1], pa.int32()),
+        "f": pa.array([1.0, None], pa.float32()),
+        "s": pa.array(["x", "y"], pa.large_string()),
+        "st": pa.array([{"k": 1}, None]),
+        "d": pa.array(["u", "v"]).dictionary_encode(),
+    })
+    pq.write_table(table, tmp_path / "x.parquet")
+    raw = pq.read_table(tmp_path / "x.parquet").to_batches()[0]
+    batch = normalize_batch(raw)
+    assert batch.schema.names == ["_step", "a", "f", "s", "st", "d"]
+    t = _types(batch)
+    assert t["_step"] == pa.int64() and t["a"] == pa.int64() and t["f"] == pa.float64()
+    assert t["s"] == pa.string() and t["d"] == pa.string()
+    assert is_json_field(batch.schema.field("st"))
+    assert batch_to_rows(batch)[0]["st"] == {"k": 1}
+
+
+# -- step windows -----------------------------------------------------------------------------
+
+
+class FakeHistory:
+    """`history(minStep, maxStep, samples)` over a list of steps, truncating to `samples`."""
+
+    def __init__(self, steps):
+        self.steps = sorted(steps)
+        self.calls = []
+
+    def __call__(self, a, b, samples):
+        self.calls.append((a, b, samples))
+        return [s for s in self.steps if a <= s < b][:samples]
+
+
+def test_windows_survive_a_late_start_with_few_requests():
+    steps = list(range(61010, 61510)) + list(range(70000, 70100))
+    fake = FakeHistory(steps)
+    got = [s for page in page_windows(fake, 0, 70100, 100) for s in page]
+    assert got == steps
+    assert len(fake.calls) < 40
+
+
+def test_windows_cover_range_exactly_and_respect_bounds():
+    steps = list(range(0, 1000, 3))
+    fake = FakeHistory(steps)
+    got = [s for page in page_windows(fake, 10, 500, 50) for s in page]
+    assert got == [s for s in steps if 10 <= s < 500]
+    assert all(10 <= a < b <= 500 for a, b, _ in fake.calls)
+
+
+def test_windows_do_not_lose_duplicate_steps():
+    steps = [0, 1, 1, 1, 1, 1, 1, 1, 2] + [5] * 30 + [6]
+    fake = FakeHistory(steps)
+    got = [s for page in page_windows(fake, 0, 7, 2) for s in page]
+    assert got == steps
+
+
+def test_windows_after_sparse_then_dense_keep_pages_bounded():
+    steps = list(range(0, 100_000, 1000)) + list(range(100_000, 120_000))
+    fake = FakeHistory(steps)
+    pages = list(page_windows(fake, 0, 120_000, 1000))
+    assert [s for p in pages for s in p] == steps
+    assert max(len(p) for p in pages) <= 64 * 1000
+    assert sum(1 for a, b, s in fake.calls) < 80
