@@ -7,6 +7,7 @@ A run is seen through `field_value(run, path)`; `path` is a run column (snake or
 from __future__ import annotations
 
 import functools
+import math
 import re
 from datetime import datetime, timezone
 from typing import Any, Callable
@@ -115,9 +116,13 @@ def _cmp_op(op: str) -> Callable[[Any, Any], bool]:
 
 def _match_value(actual: Any, cond: Any, is_list: bool, where: str) -> bool:
     """Does `actual` satisfy `cond` (a literal or a dict of $-operators)?"""
-    if isinstance(cond, dict) and cond and all(isinstance(k, str) and k.startswith("$") for k in cond):
+    if _is_operators(cond):
         return all(_match_op(actual, op, arg, is_list, where) for op, arg in cond.items())
     return _match_op(actual, "$eq", cond, is_list, where)
+
+
+def _is_operators(cond: Any) -> bool:
+    return isinstance(cond, dict) and bool(cond) and all(isinstance(k, str) and k.startswith("$") for k in cond)
 
 
 def _match_op(actual: Any, op: str, arg: Any, is_list: bool, where: str) -> bool:
@@ -183,8 +188,33 @@ def _regex(arg: Any, where: str) -> re.Pattern:
         raise FilterError(f"bad $regex {arg!r} at {where}: {exc}") from exc
 
 
-def matches(run: Any, flt: Any, where: str = "filters") -> bool:
-    """Evaluate a parsed filter document against one run."""
+def validate(flt: Any, where: str = "filters") -> None:
+    """Raise FilterError for any malformed part of `flt`, whatever runs it would meet
+    (evaluation short-circuits, so it alone would let a bad clause pass unnoticed)."""
+    if flt is None or flt == {}:
+        return
+    if not isinstance(flt, dict):
+        raise FilterError(f"{where} must be a JSON object, got {type(flt).__name__}")
+    for key, cond in flt.items():
+        if key in ("$and", "$or", "$nor"):
+            if not isinstance(cond, list):
+                raise FilterError(f"{key} at {where} needs a list")
+            for i, c in enumerate(cond):
+                validate(c, f"{where}.{key}[{i}]")
+        elif key.startswith("$"):
+            raise FilterError(f"unknown operator {key!r} at {where}")
+        elif _is_operators(cond):
+            for op, arg in cond.items():
+                _match_op(MISSING, op, arg, False, f"{where}.{key}")
+
+
+def matches(run: Any, flt: Any) -> bool:
+    """Evaluate a parsed filter document against one run; FilterError if it is malformed."""
+    validate(flt)
+    return _matches(run, flt, "filters")
+
+
+def _matches(run: Any, flt: Any, where: str) -> bool:
     if flt is None or flt == {}:
         return True
     if not isinstance(flt, dict):
@@ -193,7 +223,7 @@ def matches(run: Any, flt: Any, where: str = "filters") -> bool:
         if key in ("$and", "$or", "$nor"):
             if not isinstance(cond, list):
                 raise FilterError(f"{key} at {where} needs a list")
-            results = (matches(run, c, f"{where}.{key}[{i}]") for i, c in enumerate(cond))
+            results = (_matches(run, c, f"{where}.{key}[{i}]") for i, c in enumerate(cond))
             if key == "$and" and not all(results):
                 return False
             if key == "$or" and not any(results):
@@ -238,7 +268,8 @@ def sort_key(run: Any, path: str) -> tuple:
     v = field_value(run, path)
     if canonical_column(path) in _DATE_COLUMNS:
         v = _as_time(v)
-    if v is MISSING or v is None:
+    if v is MISSING or v is None or (isinstance(v, float) and math.isnan(v)):
+        # NaN is unordered (NaN != NaN would make the sort and the cursors unstable): it goes with missing.
         return (1, 0, 0)
     r = _rank(v)
     if r == 5:

@@ -233,6 +233,7 @@ class Store:
         run it came from is deleted, so paging stays stable while runs come and go.
         """
         path, desc = flt.parse_order(order)
+        flt.validate(filters)  # also when no run is there to evaluate it against
         runs = [r for r in self.project_runs(entity, project) if flt.matches(r, filters)]
         keyed = [((flt.sort_key(r, path), r.storage_id), r) for r in runs]
         import functools
