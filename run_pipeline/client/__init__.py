@@ -10,6 +10,8 @@
 
 from run_pipeline.client.api import Api, Project, Projects, parse_run_path
 from run_pipeline.client.artifacts import Artifact, RunArtifacts
+from run_pipeline.client.attrs import User
+from run_pipeline.client.batches import JSON_METADATA, batch_to_rows, is_json_field
 from run_pipeline.client.errors import (
     WandbAuthError,
     WandbClientError,
@@ -21,10 +23,11 @@ from run_pipeline.client.errors import (
     WandbTransportError,
 )
 from run_pipeline.client.files import File, Files
-from run_pipeline.client.history import JSON_METADATA, batch_to_rows, is_json_field
-from run_pipeline.client.run import HistoryScan, Run, Summary, User
+from run_pipeline.client.history import HistoryScan
+from run_pipeline.client.retry import RetryPolicy
+from run_pipeline.client.run import Run
 from run_pipeline.client.runs import Runs
-from run_pipeline.client.transport import RetryPolicy
+from run_pipeline.client.summary import Summary
 
 __all__ = [
     "JSON_METADATA",

@@ -12,12 +12,17 @@ from typing import Any
 
 from run_pipeline.client import queries
 from run_pipeline.client.artifacts import Artifact, parse_artifact_path
-from run_pipeline.client.errors import WandbAuthError, WandbNotFoundError, WandbQueryError
-from run_pipeline.client.files import Attrs
+from run_pipeline.client.attrs import Attrs, User
+from run_pipeline.client.errors import (
+    WandbAuthError,
+    WandbNotFoundError,
+    WandbQueryError,
+)
 from run_pipeline.client.paging import Paginator
-from run_pipeline.client.run import Run, User
+from run_pipeline.client.retry import RetryPolicy
+from run_pipeline.client.run import Run
 from run_pipeline.client.runs import Runs
-from run_pipeline.client.transport import DEFAULT_BASE_URL, RetryPolicy, Transport
+from run_pipeline.client.transport import DEFAULT_BASE_URL, Transport
 
 
 def app_url_from_base(base_url: str) -> str:

@@ -7,8 +7,8 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from run_pipeline.client import queries
+from run_pipeline.client.attrs import Attrs, generate_id
 from run_pipeline.client.errors import WandbNotFoundError
-from run_pipeline.client.files import Attrs
 from run_pipeline.client.paging import Paginator
 from run_pipeline.client.transport import parse_json
 
@@ -190,7 +190,8 @@ class RunArtifacts(Paginator[Artifact]):
         self.mode = mode
 
     def _fetch(self, cursor: str | None):
-        query = queries.RUN_OUTPUT_ARTIFACTS if self.mode == "logged" else queries.RUN_INPUT_ARTIFACTS
+        logged = self.mode == "logged"
+        query = queries.RUN_OUTPUT_ARTIFACTS if logged else queries.RUN_INPUT_ARTIFACTS
         data = self._api._transport.graphql(query, {
             "entity": self.run.entity, "project": self.run.project, "run": self.run.id,
             "cursor": cursor, "perPage": self.per_page,
@@ -210,3 +211,43 @@ class RunArtifacts(Paginator[Artifact]):
 
     def __repr__(self) -> str:
         return f"<RunArtifacts {self.run._path_str} {self.mode}>"
+
+
+def use_artifact(run: Run, artifact: Artifact, use_as: str | None = None) -> Artifact:
+    """Record `artifact` (an existing version) as an input of `run`."""
+    if not isinstance(artifact, Artifact) or artifact.is_draft():
+        raise ValueError("use_artifact needs an existing artifact from api.artifact()")
+    run._api._transport.graphql(queries.USE_ARTIFACT, {
+        "entityName": run.entity, "projectName": run.project, "runName": run.id,
+        "artifactID": artifact.id, "usedAs": use_as or artifact.name})
+    return artifact
+
+
+def log_artifact(run: Run, artifact: Artifact, aliases: list[str] | None = None,
+                 tags: list[str] | None = None) -> Artifact:
+    """Create (or, with the same digest, reuse) a version of `artifact` as an output of `run`
+    and return the stored version."""
+    if not isinstance(artifact, Artifact):
+        raise TypeError("log_artifact needs an Artifact")
+    if not artifact.is_draft() and (
+        artifact.entity != run.entity or artifact.project != run.project
+    ):
+        raise ValueError("A run can't log an artifact to a different project.")
+    collection = artifact.collection_name
+    data = run._api._transport.graphql(queries.CREATE_ARTIFACT, {
+        "artifactTypeName": artifact.type, "artifactCollectionNames": [collection],
+        "entityName": run.entity, "projectName": run.project, "runName": run.id,
+        "description": artifact.description, "digest": artifact.digest,
+        "digestAlgorithm": "MANIFEST_MD5",
+        "aliases": [{"artifactCollectionName": collection, "alias": a}
+                    for a in (aliases or [])],
+        "metadata": json.dumps(artifact.metadata, default=str),
+        "clientID": generate_id(32), "sequenceClientID": generate_id(32),
+        "tags": [{"tagName": t} for t in (tags or [])],
+    })
+    created = (data.get("createArtifact") or {}).get("artifact") or {}
+    version = created.get("versionIndex")
+    if version is None:
+        version = ((created.get("artifactSequence") or {}).get("latestArtifact") or {}).get(
+            "versionIndex")
+    return run._api.artifact(f"{run.entity}/{run.project}/{collection}:v{version}")

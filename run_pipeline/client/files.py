@@ -7,38 +7,12 @@ import pathlib
 from typing import TYPE_CHECKING, Any, TextIO
 
 from run_pipeline.client import queries
+from run_pipeline.client.attrs import Attrs
 from run_pipeline.client.errors import WandbNotFoundError
 from run_pipeline.client.paging import Paginator
 
 if TYPE_CHECKING:
     from run_pipeline.client.run import Run
-
-
-def snake_to_camel(string: str) -> str:
-    """`job_type` → `jobType`, as W&B's `Attrs.snake_to_camel` does."""
-    camel = "".join(part.title() for part in string.split("_"))
-    return camel[:1].lower() + camel[1:]
-
-
-class Attrs:
-    """Read-only attribute access to a GraphQL response dict: `obj.size_bytes` reads
-    `sizeBytes` (W&B's generic fallback)."""
-
-    _attrs: dict[str, Any]
-
-    def snake_to_camel(self, string: str) -> str:
-        return snake_to_camel(string)
-
-    def __getattr__(self, name: str) -> Any:
-        if name.startswith("_"):
-            raise AttributeError(name)
-        attrs = self.__dict__.get("_attrs") or {}
-        key = snake_to_camel(name)
-        if key in attrs:
-            return attrs[key]
-        if name in attrs:
-            return attrs[name]
-        raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
 class File(Attrs):
@@ -124,6 +98,9 @@ class File(Attrs):
                 project_id = int(self.run._attrs["projectId"])
             except (TypeError, ValueError):
                 project_id = None
+            # GraphQL Int is 32-bit; the argument is optional, so drop an id that cannot fit.
+            if project_id is not None and not -(2**31) <= project_id < 2**31:
+                project_id = None
         self._api._transport.graphql(
             queries.DELETE_FILES, {"files": [self.id], "projectId": project_id}
         )
@@ -171,3 +148,24 @@ class Files(Paginator[File]):
 
     def __repr__(self) -> str:
         return f"<Files {self.run._path_str}>"
+
+
+def upload_run_file(run: Run, path: str | os.PathLike, root: str | os.PathLike = ".") -> File:
+    """`createRunFiles`, PUT to the returned URL, `markRunFilesUploaded` when the server has
+    that feature, then the stored `File` (wandb-api.md 3.10)."""
+    root_abs = os.path.abspath(root)
+    name = pathlib.PurePath(os.path.relpath(os.path.abspath(path), root_abs)).as_posix()
+    transport = run._api._transport
+    data = transport.graphql(queries.CREATE_RUN_FILES, {
+        "entity": run.entity, "project": run.project, "run": run.id, "files": [name]})
+    result = data.get("createRunFiles") or {}
+    if not result.get("runID"):
+        raise WandbNotFoundError(f"cannot upload to {run._path_str}: run not found")
+    (info,) = result["files"]
+    headers = dict(h.split(":", 1) for h in result.get("uploadHeaders") or [])
+    with open(os.path.join(root_abs, name), "rb") as fh:
+        transport.put(info["uploadUrl"], fh.read(), headers)
+    if "MARK_RUN_FILES_UPLOADED" in run._api.server_features():
+        transport.graphql(queries.MARK_RUN_FILES_UPLOADED, {
+            "entity": run.entity, "project": run.project, "run": run.id, "files": [name]})
+    return run.file(name)

@@ -147,7 +147,9 @@ query RunFullHistory($project: String!, $entity: String!, $name: String!, $sampl
 RUN_SAMPLED_HISTORY = """
 query RunSampledHistory($project: String!, $entity: String!, $name: String!,
                         $specs: [JSONString!]!) {
-  project(name: $project, entityName: $entity) { run(name: $name) { sampledHistory(specs: $specs) } }
+  project(name: $project, entityName: $entity) {
+    run(name: $name) { sampledHistory(specs: $specs) }
+  }
 }
 """
 

@@ -5,22 +5,33 @@ from __future__ import annotations
 
 import json
 import os
-import pathlib
-import secrets
-import string
 import time
 import urllib.parse
 import warnings
-from collections.abc import Iterator, MutableMapping
-from datetime import datetime, timezone
+from collections.abc import Iterator
+from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
 from run_pipeline.client import queries
-from run_pipeline.client.artifacts import Artifact, RunArtifacts
+from run_pipeline.client.artifacts import (
+    Artifact,
+    RunArtifacts,
+    log_artifact,
+    use_artifact,
+)
+from run_pipeline.client.attrs import (
+    Attrs,
+    User,
+    as_dict,
+    generate_id,
+    parse_datetime,
+    snake_to_camel,
+)
+from run_pipeline.client.batches import parse_rows
 from run_pipeline.client.errors import WandbClientError, WandbNotFoundError
-from run_pipeline.client.files import Attrs, File, Files, snake_to_camel
-from run_pipeline.client.history import HistoryReader, parse_rows
-from run_pipeline.client.transport import parse_json
+from run_pipeline.client.files import File, Files, upload_run_file
+from run_pipeline.client.history import HistoryReader, HistoryScan
+from run_pipeline.client.summary import Summary
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -30,112 +41,6 @@ if TYPE_CHECKING:
 
 _INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")
 _TERMINAL_STATES = ("finished", "crashed", "failed", "killed")
-
-
-def _as_dict(value: Any) -> dict[str, Any]:
-    """JSONString → dict (already-parsed dicts pass through)."""
-    if value is None or value == "":
-        return {}
-    if isinstance(value, dict):
-        return value
-    parsed = parse_json(value)
-    return parsed if isinstance(parsed, dict) else {}
-
-
-def parse_datetime(value: str | None) -> datetime | None:
-    """W&B's `DateTime` ("2024-01-02T00:00:00", UTC without zone) → aware UTC datetime."""
-    if not value:
-        return None
-    dt = datetime.fromisoformat(value.replace("Z", "+00:00"))
-    return dt.replace(tzinfo=timezone.utc) if dt.tzinfo is None else dt.astimezone(timezone.utc)
-
-
-def generate_id(length: int = 8) -> str:
-    alphabet = string.ascii_lowercase + string.digits
-    return "".join(secrets.choice(alphabet) for _ in range(length))
-
-
-class User(Attrs):
-    """A W&B user (`name`, `username`, `email`, `entity`, ...) from a response."""
-
-    def __init__(self, client: Any, attrs: dict[str, Any]):
-        self._api = client
-        self._attrs = dict(attrs or {})
-
-    def __repr__(self) -> str:
-        return f"<User {self._attrs.get('username') or self._attrs.get('name')}>"
-
-    def __eq__(self, other: object) -> bool:
-        return isinstance(other, User) and other._attrs == self._attrs
-
-
-class Summary(MutableMapping):
-    """The run summary as a mutable mapping.
-
-    `summary[k] = v` and `del summary[k]` change local state; `summary.update({...})` merges
-    and persists at once; `run.update()` persists whatever was changed locally.
-    """
-
-    def __init__(self, run: Run, values: dict[str, Any]):
-        self._run = run
-        self._values = dict(values)
-
-    def __getitem__(self, key: str) -> Any:
-        return self._values[key]
-
-    def __setitem__(self, key: str, value: Any) -> None:
-        self._values[key] = value
-
-    def __delitem__(self, key: str) -> None:
-        del self._values[key]
-
-    def __iter__(self) -> Iterator[str]:
-        return iter(self._values)
-
-    def __len__(self) -> int:
-        return len(self._values)
-
-    def __getattr__(self, key: str) -> Any:
-        if key.startswith("_"):
-            raise AttributeError(key)
-        try:
-            return self._values[key]
-        except KeyError:
-            raise AttributeError(key) from None
-
-    def update(self, other: Any = None, /, **kwargs: Any) -> None:  # type: ignore[override]
-        if other:
-            self._values.update(other)
-        if kwargs:
-            self._values.update(kwargs)
-        self._write()
-
-    def _write(self) -> None:
-        data = self._run._api._transport.graphql(queries.UPSERT_SUMMARY, {
-            "id": self._run.storage_id,
-            "summaryMetrics": json.dumps(self._values, default=str),
-        })
-        bucket = (data.get("upsertBucket") or {}).get("bucket") or {}
-        if not bucket.get("id"):
-            raise WandbClientError(f"summary update of {self._run._path_str} returned no run")
-
-    def _json_dict(self) -> dict[str, Any]:
-        return dict(self._values)
-
-    def __repr__(self) -> str:
-        return repr(self._values)
-
-
-class HistoryScan:
-    """Iterable of history rows (dicts) from `Run.scan_history`."""
-
-    def __init__(self, reader: HistoryReader, keys: list[str] | None, page_size: int,
-                 min_step: int | None, max_step: int | None):
-        self._args = (reader, keys, page_size, min_step, max_step)
-
-    def __iter__(self) -> Iterator[dict[str, Any]]:
-        reader, keys, page_size, min_step, max_step = self._args
-        return reader.scan_rows(keys, page_size, min_step, max_step)
 
 
 class Run(Attrs):
@@ -163,17 +68,18 @@ class Run(Attrs):
 
     def _set_attrs(self, attrs: dict[str, Any]) -> None:
         if "config" in attrs:
-            raw = _as_dict(attrs["config"])
+            raw = as_dict(attrs["config"])
             user_config, rawconfig = {}, {}
             for key, value in raw.items():
                 target = rawconfig if key in _INTERNAL_CONFIG_KEYS else user_config
-                target[key] = value["value"] if isinstance(value, dict) and "value" in value else value
+                wrapped = isinstance(value, dict) and "value" in value
+                target[key] = value["value"] if wrapped else value
             rawconfig.update(user_config)
             attrs["config"] = user_config
             attrs["rawconfig"] = rawconfig
         for key in ("summaryMetrics", "systemMetrics"):
             if key in attrs:
-                attrs[key] = _as_dict(attrs[key])
+                attrs[key] = as_dict(attrs[key])
         if "summaryMetrics" in attrs:
             self._summary = None
         self._attrs.update(attrs)
@@ -413,7 +319,8 @@ class Run(Attrs):
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
             data = self._api._transport.graphql(
-                queries.RUN_STATE, {"project": self.project, "entity": self.entity, "name": self.id})
+                queries.RUN_STATE,
+                {"project": self.project, "entity": self.entity, "name": self.id})
             run = (data.get("project") or {}).get("run")
             if run is None:
                 raise WandbNotFoundError(f"run {self._path_str} not found")
@@ -435,22 +342,7 @@ class Run(Attrs):
 
     def upload_file(self, path: str | os.PathLike, root: str | os.PathLike = ".") -> File:
         """Upload a local file; it is stored under its path relative to `root`."""
-        root_abs = os.path.abspath(root)
-        name = pathlib.PurePath(os.path.relpath(os.path.abspath(path), root_abs)).as_posix()
-        transport = self._api._transport
-        data = transport.graphql(queries.CREATE_RUN_FILES, {
-            "entity": self.entity, "project": self.project, "run": self.id, "files": [name]})
-        result = data.get("createRunFiles") or {}
-        if not result.get("runID"):
-            raise WandbNotFoundError(f"cannot upload to {self._path_str}: run not found")
-        (info,) = result["files"]
-        headers = dict(h.split(":", 1) for h in result.get("uploadHeaders") or [])
-        with open(os.path.join(root_abs, name), "rb") as fh:
-            transport.put(info["uploadUrl"], fh.read(), headers)
-        if "MARK_RUN_FILES_UPLOADED" in self._api.server_features():
-            transport.graphql(queries.MARK_RUN_FILES_UPLOADED, {
-                "entity": self.entity, "project": self.project, "run": self.id, "files": [name]})
-        return self.file(name)
+        return upload_run_file(self, path, root)
 
     # -- history -------------------------------------------------------------------------------
 
@@ -527,12 +419,7 @@ class Run(Attrs):
 
     def use_artifact(self, artifact: Artifact, use_as: str | None = None) -> Artifact:
         """Declare an existing artifact (from `api.artifact(...)`) as an input of this run."""
-        if not isinstance(artifact, Artifact) or artifact.is_draft():
-            raise ValueError("use_artifact needs an existing artifact from api.artifact()")
-        self._api._transport.graphql(queries.USE_ARTIFACT, {
-            "entityName": self.entity, "projectName": self.project, "runName": self.id,
-            "artifactID": artifact.id, "usedAs": use_as or artifact.name})
-        return artifact
+        return use_artifact(self, artifact, use_as)
 
     def log_artifact(self, artifact: Artifact, aliases: list[str] | None = None,
                      tags: list[str] | None = None) -> Artifact:
@@ -540,30 +427,7 @@ class Run(Attrs):
 
         An existing artifact must come from this run's project; a draft `Artifact(name, type)`
         is created (metadata only)."""
-        if not isinstance(artifact, Artifact):
-            raise TypeError("log_artifact needs an Artifact")
-        if not artifact.is_draft() and (
-            artifact.entity != self.entity or artifact.project != self.project
-        ):
-            raise ValueError("A run can't log an artifact to a different project.")
-        collection = artifact.collection_name
-        data = self._api._transport.graphql(queries.CREATE_ARTIFACT, {
-            "artifactTypeName": artifact.type, "artifactCollectionNames": [collection],
-            "entityName": self.entity, "projectName": self.project, "runName": self.id,
-            "description": artifact.description, "digest": artifact.digest,
-            "digestAlgorithm": "MANIFEST_MD5",
-            "aliases": [{"artifactCollectionName": collection, "alias": a}
-                        for a in (aliases or [])],
-            "metadata": json.dumps(artifact.metadata, default=str),
-            "clientID": generate_id(32), "sequenceClientID": generate_id(32),
-            "tags": [{"tagName": t} for t in (tags or [])],
-        })
-        created = (data.get("createArtifact") or {}).get("artifact") or {}
-        version = created.get("versionIndex")
-        if version is None:
-            version = ((created.get("artifactSequence") or {}).get("latestArtifact") or {}).get(
-                "versionIndex")
-        return self._api.artifact(f"{self.entity}/{self.project}/{collection}:v{version}")
+        return log_artifact(self, artifact, aliases, tags)
 
     def __repr__(self) -> str:
         return f"<Run {'/'.join(self.path)} ({self.state})>"

@@ -1,48 +1,43 @@
 """HTTP transport for the W&B API: one pooled `requests.Session`, Basic auth, timeouts,
 bounded retries with backoff and rate-limit pacing, and mapping of failures to `errors.py`.
 
-The API key lives only in `_ApiKeyAuth`; every message, log line and chained cause that
-leaves this module goes through `_Redactor` first.
+The API key lives only in `ApiKeyAuth`; every message, log line and chained cause that
+leaves this module goes through `Redactor` first.
 """
 
 from __future__ import annotations
 
-import base64
-import email.utils
 import json
 import logging
-import math
 import os
-import random
-import threading
 import time
-import urllib.parse
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
-from datetime import datetime, timezone
 from typing import Any
 
 import orjson
 import requests
 import requests.adapters
-import requests.auth
 
+from run_pipeline.client.auth import ApiKeyAuth, Redactor, display_url
 from run_pipeline.client.errors import (
     WandbAuthError,
     WandbGaveUpError,
     WandbNotFoundError,
     WandbQueryError,
     WandbRateLimitError,
-    WandbTransportError,
+)
+from run_pipeline.client.retry import (
+    RETRYABLE_STATUSES,
+    RateLimitPacer,
+    RetryPolicy,
+    parse_retry_after,
+    retry_delay,
 )
 
 logger = logging.getLogger("run_pipeline.client")
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 USER_AGENT = "run_pipeline W&B Public Client"
-
-#: Statuses worth another try: timeouts, rate limits and server errors except 501.
-RETRYABLE_STATUSES = frozenset({408, 429} | set(range(500, 600)) - {501})
 
 
 def parse_json(data: bytes | str) -> Any:
@@ -58,203 +53,6 @@ def parse_json(data: bytes | str) -> Any:
         except json.JSONDecodeError:
             # W&B's own SDK retries JSONString payloads with strict=False (control characters).
             return json.loads(data, strict=False)
-
-
-# ---------------------------------------------------------------------------------------------
-# Retry policy: pure functions, unit-tested without a server
-
-
-@dataclass(frozen=True)
-class RetryPolicy:
-    """How hard to try one logical request.
-
-    `budget` bounds the whole call (all attempts, backoff and pacing waits) in seconds;
-    `max_attempts` bounds the number of HTTP attempts.
-    """
-
-    max_attempts: int = 20
-    budget: float = 120.0
-    backoff_base: float = 1.0
-    backoff_cap: float = 60.0
-    jitter: float = 0.25
-    max_pacing_wait: float = 60.0
-
-
-def parse_retry_after(value: str | None, now: datetime | None = None) -> float | None:
-    """Seconds to wait from a `Retry-After` header (delta-seconds or HTTP date), or None."""
-    if value is None:
-        return None
-    value = value.strip()
-    if not value:
-        return None
-    try:
-        seconds = float(value)
-    except ValueError:
-        try:
-            when = email.utils.parsedate_to_datetime(value)
-        except (TypeError, ValueError, IndexError):
-            return None
-        if when is None:
-            return None
-        if when.tzinfo is None:
-            when = when.replace(tzinfo=timezone.utc)
-        now = now or datetime.now(timezone.utc)
-        return max(0.0, (when - now).total_seconds())
-    if math.isnan(seconds) or seconds < 0:
-        return None
-    return min(seconds, 24 * 3600.0)
-
-
-def retry_delay(
-    attempt: int,
-    policy: RetryPolicy,
-    *,
-    retry_after: float | None = None,
-    rand: Callable[[], float] = random.random,
-) -> float:
-    """Delay before retry number `attempt` (0 for the first retry).
-
-    `Retry-After` wins when the server sent one; otherwise exponential backoff
-    `base * 2**attempt` with up to `jitter` extra, capped at `backoff_cap`.
-    """
-    if retry_after is not None:
-        return retry_after
-    delay = policy.backoff_base * (2.0 ** min(attempt, 30)) * (1.0 + policy.jitter * rand())
-    return min(policy.backoff_cap, delay)
-
-
-def _header_float(headers: Mapping[str, str], name: str) -> float | None:
-    raw = headers.get(name)
-    if raw is None:
-        return None
-    try:
-        value = float(raw)
-    except ValueError:
-        return None
-    return None if math.isnan(value) else value
-
-
-class RateLimitPacer:
-    """Spreads requests over the server's rate-limit window.
-
-    After a response with `RateLimit-Remaining: r` and `RateLimit-Reset: s`, the next request
-    waits `s / r` seconds (all of `s` when nothing remains), so the quota lasts until the reset.
-    """
-
-    def __init__(self, clock: Callable[[], float] = time.monotonic):
-        self._clock = clock
-        self._next_allowed = 0.0
-        self._lock = threading.Lock()
-
-    def observe(self, headers: Mapping[str, str]) -> None:
-        remaining = _header_float(headers, "RateLimit-Remaining")
-        reset = _header_float(headers, "RateLimit-Reset")
-        if remaining is None or reset is None or reset <= 0:
-            return
-        gap = reset if remaining < 1 else reset / remaining
-        with self._lock:
-            self._next_allowed = max(self._next_allowed, self._clock() + gap)
-
-    def wait_time(self) -> float:
-        with self._lock:
-            return max(0.0, self._next_allowed - self._clock())
-
-
-# ---------------------------------------------------------------------------------------------
-# Secrets
-
-
-class _Redactor:
-    """Removes the API key (raw and as a Basic-auth token) from text and exceptions."""
-
-    def __init__(self, api_key: str | None):
-        secrets = []
-        if api_key:
-            secrets.append(api_key)
-            token = base64.b64encode(f"api:{api_key}".encode()).decode()
-            secrets.append(token)
-            secrets.append(urllib.parse.quote(api_key, safe=""))
-        self._secrets = [s for s in secrets if len(s) >= 4]
-
-    def text(self, value: object) -> str:
-        text = str(value)
-        for secret in self._secrets:
-            text = text.replace(secret, "***")
-        return text
-
-    def exception(self, exc: BaseException, _seen: set[int] | None = None) -> BaseException:
-        """Scrub `exc`, its args and its cause/context chain in place; return it."""
-        seen = _seen if _seen is not None else set()
-        if id(exc) in seen:
-            return exc
-        seen.add(id(exc))
-        new_args = []
-        for arg in exc.args:
-            if isinstance(arg, BaseException):
-                new_args.append(self.exception(arg, seen))
-            elif isinstance(arg, str):
-                new_args.append(self.text(arg))
-            elif isinstance(arg, (int, float, bool, type(None))):
-                new_args.append(arg)
-            else:
-                new_args.append(self.text(arg))
-        try:
-            exc.args = tuple(new_args)
-        except (AttributeError, TypeError):
-            pass
-        # requests keeps the prepared request (with its Authorization header) on the exception.
-        for attr in ("request", "response"):
-            if getattr(exc, attr, None) is not None:
-                try:
-                    setattr(exc, attr, None)
-                except AttributeError:
-                    pass
-        reason = getattr(exc, "reason", None)
-        if isinstance(reason, BaseException):
-            self.exception(reason, seen)
-        for linked in (exc.__cause__, exc.__context__):
-            if linked is not None:
-                self.exception(linked, seen)
-        return exc
-
-
-def display_url(url: str) -> str:
-    """A URL fit for logs and messages: no query string (signed URLs carry tokens), no userinfo."""
-    parts = urllib.parse.urlsplit(url)
-    host = parts.hostname or ""
-    if parts.port:
-        host = f"{host}:{parts.port}"
-    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
-
-
-class _ApiKeyAuth(requests.auth.AuthBase):
-    """HTTP Basic `api:<key>`, sent only to URLs under the API base URL (as wandb-core does):
-    signed storage URLs on other hosts never see the key."""
-
-    def __init__(self, api_key: str | None, base_url: str):
-        self._header = (
-            "Basic " + base64.b64encode(f"api:{api_key}".encode()).decode() if api_key else None
-        )
-        parts = urllib.parse.urlsplit(base_url)
-        self._scheme = parts.scheme
-        self._netloc = parts.netloc.lower()
-        self._prefix = parts.path.rstrip("/")
-
-    def applies_to(self, url: str) -> bool:
-        parts = urllib.parse.urlsplit(url)
-        return (
-            parts.scheme == self._scheme
-            and parts.netloc.lower() == self._netloc
-            and (parts.path == self._prefix or parts.path.startswith(self._prefix + "/"))
-        )
-
-    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
-        if self._header and request.url and self.applies_to(request.url):
-            request.headers["Authorization"] = self._header
-        return request
-
-    def __repr__(self) -> str:
-        return "<_ApiKeyAuth ***>"
 
 
 class _RetryableResponse(Exception):
@@ -290,8 +88,8 @@ class Transport:
         self.graphql_url = self.base_url + "/graphql"
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
-        self._auth = _ApiKeyAuth(api_key, self.base_url)
-        self._redact = _Redactor(api_key)
+        self._auth = ApiKeyAuth(api_key, self.base_url)
+        self._redact = Redactor(api_key)
         self._sleep = sleep
         self._clock = clock
         self._pacer = RateLimitPacer(clock)
@@ -371,7 +169,8 @@ class Transport:
                     written += len(chunk)
             expected = resp.headers.get("Content-Length")
             encoded = resp.headers.get("Content-Encoding")
-            if expected is not None and not encoded and expected.isdigit() and int(expected) != written:
+            cut_short = expected is not None and expected.isdigit() and int(expected) != written
+            if cut_short and not encoded:
                 raise _RetryableResponse(
                     f"download cut short: {written} of {expected} bytes", resp.status_code
                 )
@@ -424,7 +223,7 @@ class Transport:
                     resp.close()
             except (requests.RequestException, _RetryableResponse) as exc:
                 failure: BaseException = self._redact.exception(exc)
-                status = getattr(exc, "status", None) if isinstance(exc, _RetryableResponse) else None
+                status = exc.status if isinstance(exc, _RetryableResponse) else None
             elapsed = self._clock() - start
             delay = retry_delay(attempt - 1, policy, retry_after=retry_after)
             reason = self.redact(_describe(failure))
@@ -451,12 +250,13 @@ class Transport:
     def _status_error(self, resp: requests.Response, what: str, shown: str) -> Exception:
         status = resp.status_code
         text = self.redact(_error_text(resp))
-        message = f"{what} {resp.request.method if resp.request else ''} {shown}: HTTP {status}: {text}"
+        method = resp.request.method if resp.request else ""
+        message = f"{what} {method} {shown}: HTTP {status}: {text}"
         if status in (401, 403):
             return WandbAuthError(message)
         if status == 404:
             return WandbNotFoundError(message)
-        return WandbQueryError(message, status=status)
+        return WandbQueryError(message, status=status, errors=_error_list(resp))
 
 
 def _dump_body(payload: dict[str, Any]) -> bytes:
@@ -492,6 +292,15 @@ def _error_text(resp: requests.Response, limit: int = 300) -> str:
         pass
     text = body[:limit].decode("utf-8", "replace").strip()
     return text or (resp.reason or "")
+
+
+def _error_list(resp: requests.Response) -> list:
+    try:
+        payload = parse_json(resp.content)
+    except (ValueError, UnicodeDecodeError, requests.RequestException):
+        return []
+    errors = payload.get("errors") if isinstance(payload, dict) else None
+    return list(errors) if isinstance(errors, list) else []
 
 
 def _describe(exc: BaseException) -> str:

@@ -9,6 +9,8 @@ import binascii
 import hmac
 import json
 import logging
+import socket
+import struct
 from typing import Any
 
 from graphql import GraphQLError, graphql_sync
@@ -69,13 +71,25 @@ class EmulatorApp:
         if kind == "slow":
             await asyncio.sleep(self.faults.config.slow_seconds)
         if kind == "reset":
-            await send({"type": "http.response.start", "status": 200,
-                        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")]})
-            raise InjectedFault("injected connection reset")
+            return await self._reset(send)
         if kind == "truncate":
             return await self._truncated(scope, receive, send)
         self.requests_served += 1
         return await self.starlette(scope, receive, send)
+
+    async def _reset(self, send) -> None:
+        """Drop the connection with no response at all (a TCP reset), as a peer reset would.
+        ASGI has no verb for that; uvicorn's `send` is bound to the cycle that holds the transport."""
+        transport = getattr(getattr(send, "__self__", None), "transport", None)
+        if transport is None:  # another server: the closest ASGI gets is headers and no body
+            await send({"type": "http.response.start", "status": 200,
+                        "headers": [(b"content-type", b"application/json"), (b"content-length", b"100")]})
+            raise InjectedFault("injected connection reset")
+        sock = transport.get_extra_info("socket")
+        if sock is not None:
+            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+        transport.abort()
+        await asyncio.sleep(0)  # let the server see the connection gone before the app returns
 
     async def _truncated(self, scope, receive, send):
         """Run the request normally but cut the body in half and drop the connection."""

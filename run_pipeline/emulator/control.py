@@ -31,8 +31,9 @@ def apply_control(app: "EmulatorApp", action: str, body: dict) -> dict[str, Any]
         store.touch_heartbeat(*ref)
         return {"ok": True}
     if action == "faults":
+        knobs = {k: float(body[k]) for k in ("slow_seconds", "retry_after") if body.get(k) is not None}
         app.faults.configure(FaultConfig(seed=int(body.get("seed", 0)), rates=dict(body.get("rates") or {}),
-                                         **({"paths": tuple(body["paths"])} if body.get("paths") else {})))
+                                         **({"paths": tuple(body["paths"])} if body.get("paths") else {}), **knobs))
         return {"ok": True}
     if action == "rate-limit":
         app.rate_limiter.configure(body.get("requests_per_second"))

@@ -166,6 +166,9 @@ class RowLog:
         with self._lock:
             if self._indexed:
                 return
+            # Start clean: a failed earlier pass may have indexed the lines before the bad one.
+            self.offsets, self.lengths, self.steps = array("q"), array("q"), array("q")
+            self.keys, self._order = {}, None
             if self.path.exists():
                 with open(self.path, "rb") as fh:
                     pos = 0

@@ -36,13 +36,17 @@ class FaultConfig:
 class FaultInjector:
     def __init__(self, config: FaultConfig | None = None):
         self._lock = threading.Lock()
-        self.configure(config)
         self.injected: dict[str, int] = {}
+        self.configure(config)
 
     def configure(self, config: FaultConfig | None) -> None:
+        """Apply `config` and restart its seeded sequence. `injected` counts the faults injected
+        since the last non-None config, so clearing faults keeps the counts for inspection."""
         with self._lock:
             self.config = config or FaultConfig()
             self._rng = random.Random(self.config.seed)
+            if config is not None:
+                self.injected = {}
 
     def pick(self, path: str) -> str | None:
         """The fault to inject into this request, or None."""
@@ -51,12 +55,12 @@ class FaultInjector:
             return None
         with self._lock:
             x = self._rng.random()
-        acc = 0.0
-        for kind in FAULT_KINDS:
-            acc += cfg.rates.get(kind, 0.0)
-            if x < acc:
-                self.injected[kind] = self.injected.get(kind, 0) + 1
-                return kind
+            acc = 0.0
+            for kind in FAULT_KINDS:
+                acc += cfg.rates.get(kind, 0.0)
+                if x < acc:
+                    self.injected[kind] = self.injected.get(kind, 0) + 1
+                    return kind
         return None
 
 

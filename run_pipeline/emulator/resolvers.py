@@ -103,7 +103,10 @@ class ProjectNode:
         return self.rec.created_at
 
     def runCount(self, info, filters=None):
-        return len(_store(info).query_runs(self.rec.entity, self.rec.name, _check_filters(filters)))
+        try:
+            return len(_store(info).query_runs(self.rec.entity, self.rec.name, _check_filters(filters)))
+        except flt.FilterError as exc:  # the caller's mistake, not a server failure to log
+            raise GraphQLError(str(exc)) from exc
 
     def runs(self, info, filters=None, order=None, first=None, after=None):
         store = _store(info)

@@ -165,6 +165,7 @@ class Store:
         self.lock = threading.RLock()
         self._own_cache = cache_dir is None
         self.cache_dir = Path(cache_dir or tempfile.mkdtemp(prefix="wandb-emulator-cache-"))
+        self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.set_parquet_mode(parquet_mode)
         self._default_entity = default_entity
         self.reload()

@@ -16,25 +16,17 @@ import requests
 from run_pipeline.client import Api, WandbAuthError, batch_to_rows, is_json_field, parse_run_path
 from run_pipeline.client.api import api_key_from_netrc, app_url_from_base
 from run_pipeline.client.artifacts import parse_artifact_path
-from run_pipeline.client.files import snake_to_camel
-from run_pipeline.client.history import (
+from run_pipeline.client.attrs import parse_datetime, snake_to_camel
+from run_pipeline.client.auth import ApiKeyAuth, Redactor, display_url
+from run_pipeline.client.batches import (
     JSON_METADATA,
     normalize_batch,
-    page_windows,
     rows_to_batch,
     strings_to_batch,
 )
-from run_pipeline.client.run import parse_datetime
-from run_pipeline.client.transport import (
-    RateLimitPacer,
-    RetryPolicy,
-    _ApiKeyAuth,
-    _Redactor,
-    display_url,
-    parse_json,
-    parse_retry_after,
-    retry_delay,
-)
+from run_pipeline.client.history import page_windows
+from run_pipeline.client.retry import RateLimitPacer, RetryPolicy, parse_retry_after, retry_delay
+from run_pipeline.client.transport import parse_json
 
 KEY = "k" * 36 + "SEC1"
 
@@ -147,7 +139,7 @@ def _basic(key):
 
 
 def test_auth_only_for_urls_under_base():
-    auth = _ApiKeyAuth(KEY, "http://127.0.0.1:8080/prefix")
+    auth = ApiKeyAuth(KEY, "http://127.0.0.1:8080/prefix")
     assert auth.applies_to("http://127.0.0.1:8080/prefix/graphql")
     assert not auth.applies_to("http://127.0.0.1:8080/other/x")
     assert not auth.applies_to("http://127.0.0.1:9090/prefix/graphql")
@@ -159,7 +151,7 @@ def test_auth_only_for_urls_under_base():
 
 
 def test_redactor_scrubs_key_from_text_and_exception_chain():
-    red = _Redactor(KEY)
+    red = Redactor(KEY)
     assert KEY not in red.text(f"Authorization: api:{KEY}")
     assert _basic(KEY) not in red.text(f"Basic {_basic(KEY)}")
     inner = ValueError(f"inner {KEY}")
@@ -343,6 +335,7 @@ def test_windows_survive_a_late_start_with_few_requests():
     got = [s for page in page_windows(fake, 0, 70100, 100) for s in page]
     assert got == steps
     assert len(fake.calls) < 40
+    assert max(s for a, b, s in fake.calls) <= 101
 
 
 def test_windows_cover_range_exactly_and_respect_bounds():
@@ -365,5 +358,44 @@ def test_windows_after_sparse_then_dense_keep_pages_bounded():
     fake = FakeHistory(steps)
     pages = list(page_windows(fake, 0, 120_000, 1000))
     assert [s for p in pages for s in p] == steps
-    assert max(len(p) for p in pages) <= 64 * 1000
-    assert sum(1 for a, b, s in fake.calls) < 80
+    assert max(len(p) for p in pages) <= 1000
+    assert max(s for a, b, s in fake.calls) <= 1001  # never more than page_size + 1 rows asked
+    assert len(fake.calls) < 80
+
+
+# -- prefetch -----------------------------------------------------------------------------------
+
+
+def test_prefetch_keeps_order_and_raises_in_the_consumer():
+    from run_pipeline.client.history import prefetch
+
+    def items():
+        yield 1
+        yield 2
+        raise RuntimeError("page 3 failed")
+
+    got = []
+    with pytest.raises(RuntimeError, match="page 3"):
+        for item in prefetch(items()):
+            got.append(item)
+    assert got == [1, 2]
+
+
+def test_prefetch_stops_its_thread_when_abandoned():
+    import threading
+
+    from run_pipeline.client.history import prefetch
+
+    produced = []
+
+    def items():
+        for i in range(1000):
+            produced.append(i)
+            yield i
+
+    gen = prefetch(items())
+    assert next(gen) == 0
+    gen.close()
+    assert len(produced) < 10
+    assert not any(t.name == "run_pipeline-prefetch" and t.is_alive()
+                   for t in threading.enumerate())

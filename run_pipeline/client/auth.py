@@ -1,0 +1,103 @@
+"""Credentials on the wire and off the record: Basic auth sent only under the base URL, and
+redaction of the API key from text and exceptions."""
+
+from __future__ import annotations
+
+import base64
+import urllib.parse
+
+import requests
+import requests.auth
+
+
+class Redactor:
+    """Removes the API key (raw and as a Basic-auth token) from text and exceptions."""
+
+    def __init__(self, api_key: str | None):
+        secrets = []
+        if api_key:
+            secrets.append(api_key)
+            token = base64.b64encode(f"api:{api_key}".encode()).decode()
+            secrets.append(token)
+            secrets.append(urllib.parse.quote(api_key, safe=""))
+        self._secrets = [s for s in secrets if len(s) >= 4]
+
+    def text(self, value: object) -> str:
+        text = str(value)
+        for secret in self._secrets:
+            text = text.replace(secret, "***")
+        return text
+
+    def exception(self, exc: BaseException, _seen: set[int] | None = None) -> BaseException:
+        """Scrub `exc`, its args and its cause/context chain in place; return it."""
+        seen = _seen if _seen is not None else set()
+        if id(exc) in seen:
+            return exc
+        seen.add(id(exc))
+        new_args = []
+        for arg in exc.args:
+            if isinstance(arg, BaseException):
+                new_args.append(self.exception(arg, seen))
+            elif isinstance(arg, str):
+                new_args.append(self.text(arg))
+            elif isinstance(arg, (int, float, bool, type(None))):
+                new_args.append(arg)
+            else:
+                new_args.append(self.text(arg))
+        try:
+            exc.args = tuple(new_args)
+        except (AttributeError, TypeError):
+            pass
+        # requests keeps the prepared request (with its Authorization header) on the exception.
+        for attr in ("request", "response"):
+            if getattr(exc, attr, None) is not None:
+                try:
+                    setattr(exc, attr, None)
+                except AttributeError:
+                    pass
+        reason = getattr(exc, "reason", None)
+        if isinstance(reason, BaseException):
+            self.exception(reason, seen)
+        for linked in (exc.__cause__, exc.__context__):
+            if linked is not None:
+                self.exception(linked, seen)
+        return exc
+
+
+def display_url(url: str) -> str:
+    """A URL fit for logs and messages: no query string (signed URLs carry tokens), no userinfo."""
+    parts = urllib.parse.urlsplit(url)
+    host = parts.hostname or ""
+    if parts.port:
+        host = f"{host}:{parts.port}"
+    return urllib.parse.urlunsplit((parts.scheme, host, parts.path, "", ""))
+
+
+class ApiKeyAuth(requests.auth.AuthBase):
+    """HTTP Basic `api:<key>`, sent only to URLs under the API base URL (as wandb-core does):
+    signed storage URLs on other hosts never see the key."""
+
+    def __init__(self, api_key: str | None, base_url: str):
+        self._header = (
+            "Basic " + base64.b64encode(f"api:{api_key}".encode()).decode() if api_key else None
+        )
+        parts = urllib.parse.urlsplit(base_url)
+        self._scheme = parts.scheme
+        self._netloc = parts.netloc.lower()
+        self._prefix = parts.path.rstrip("/")
+
+    def applies_to(self, url: str) -> bool:
+        parts = urllib.parse.urlsplit(url)
+        return (
+            parts.scheme == self._scheme
+            and parts.netloc.lower() == self._netloc
+            and (parts.path == self._prefix or parts.path.startswith(self._prefix + "/"))
+        )
+
+    def __call__(self, request: requests.PreparedRequest) -> requests.PreparedRequest:
+        if self._header and request.url and self.applies_to(request.url):
+            request.headers["Authorization"] = self._header
+        return request
+
+    def __repr__(self) -> str:
+        return "<ApiKeyAuth ***>"

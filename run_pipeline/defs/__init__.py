@@ -1,0 +1,2 @@
+"""Dagster definitions: the only Dagster-aware layer. Resources build client and warehouse
+objects; assets, checks, sensors and schedules call them."""

@@ -1,0 +1,58 @@
+"""Resources: thin wrappers that build the W&B client and the warehouse.
+
+`WandbResource` with no `base_url` serves the built-in sample dataset from an embedded
+emulator, so `dagster dev` works with no account, no credentials and no network.
+"""
+
+from __future__ import annotations
+
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Iterator
+
+import dagster as dg
+from pydantic import Field
+
+from run_pipeline.client import Api
+from run_pipeline.export import Exporter, embedded_emulator
+from run_pipeline.warehouse import Warehouse
+
+
+class WandbResource(dg.ConfigurableResource):
+    """Where runs come from: a W&B server, or the embedded emulator when `base_url` is unset."""
+
+    base_url: str | None = Field(default=None, description="W&B API URL, e.g. https://api.wandb.ai; unset: embedded emulator")
+    api_key: str | None = Field(default=None, description="W&B API key (set it with dg.EnvVar); unset: ~/.netrc")
+    entity: str | None = Field(default=None, description="entity to export; unset: the key's default entity")
+    projects: list[str] = Field(default_factory=list, description="projects to export; empty: every project of the entity")
+    emulator_dataset: str | None = Field(default=None, description="dataset directory for the embedded emulator")
+    timeout: float = Field(default=30.0, description="seconds per HTTP request")
+
+    @contextmanager
+    def get_api(self) -> Iterator[Api]:
+        if self.base_url:
+            with Api(api_key=self.api_key, base_url=self.base_url, timeout=self.timeout) as api:
+                yield api
+            return
+        with embedded_emulator(self.emulator_dataset) as server:
+            with Api(api_key=server.api_key, base_url=server.base_url, timeout=self.timeout) as api:
+                yield api
+
+    def target(self, api: Api) -> tuple[str, list[str]]:
+        """(entity, projects) to export."""
+        entity = self.entity or api.default_entity
+        projects = list(self.projects) or [p.name for p in api.projects(entity)]
+        return entity, projects
+
+
+class WarehouseResource(dg.ConfigurableResource):
+    """Where runs land: a local directory or an s3:// URI."""
+
+    root: str = Field(default="warehouse", description="warehouse root: a directory or s3://bucket/prefix")
+
+    def get_warehouse(self) -> Warehouse:
+        root = self.root if "://" in self.root else str(Path(self.root).absolute())
+        return Warehouse(root)
+
+    def exporter(self, api: Api) -> Exporter:
+        return Exporter(api, self.get_warehouse())

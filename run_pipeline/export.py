@@ -1,0 +1,183 @@
+"""The export path shared by the Dagster assets and `run-pipeline export`: find runs through
+the client, stream each into the warehouse (incremental by default), report what landed.
+Plain Python: no Dagster import."""
+
+from __future__ import annotations
+
+import shutil
+import tempfile
+import time
+from contextlib import contextmanager
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Iterator
+from urllib.parse import quote, unquote
+
+from run_pipeline.client import Api, Run
+from run_pipeline.settings import LIST_PAGE_SIZE, TERMINAL_STATES
+from run_pipeline.warehouse import RunExport, Warehouse
+
+# Characters Dagster partition keys must not contain (and "%", our escape), plus "/" which
+# separates the three parts.
+_KEY_UNSAFE = set("/%|,[]")
+
+
+def _encode_part(value: str) -> str:
+    out = "".join(quote(c, safe="") if c in _KEY_UNSAFE or not c.isprintable() else c for c in value)
+    return out.replace("...", "%2E%2E%2E")
+
+
+@dataclass(frozen=True)
+class RunRef:
+    """One W&B run; its Dagster partition key is `entity/project/run_id` (parts escaped)."""
+
+    entity: str
+    project: str
+    run_id: str
+
+    @property
+    def partition_key(self) -> str:
+        return "/".join(_encode_part(p) for p in (self.entity, self.project, self.run_id))
+
+    @classmethod
+    def from_partition_key(cls, key: str) -> "RunRef":
+        parts = key.split("/")
+        if len(parts) != 3 or not all(parts):
+            raise ValueError(f"partition key {key!r} is not entity/project/run_id")
+        return cls(*(unquote(p) for p in parts))
+
+    @property
+    def path(self) -> str:
+        return f"{self.entity}/{self.project}/{self.run_id}"
+
+
+@dataclass(frozen=True)
+class FoundRun:
+    ref: RunRef
+    state: str
+    heartbeat_at: str  # the server's DateTime text, comparable as a string
+    run: Run
+
+
+def discover_runs(api: Api, entity: str, project: str, *, states=None, since: str | None = None,
+                  run_ids=None, limit: int | None = None) -> list[FoundRun]:
+    """Runs of a project in heartbeat order, filtered on the server: `states`, heartbeat at or
+    after `since` (ISO, UTC), `run_ids`. At most `limit` runs."""
+    clauses: list[dict[str, Any]] = []
+    if states:
+        clauses.append({"state": {"$in": list(states)}})
+    if since:
+        clauses.append({"heartbeatAt": {"$gte": since}})
+    if run_ids:
+        clauses.append({"name": {"$in": list(run_ids)}})
+    filters = {"$and": clauses} if clauses else None
+    out: list[FoundRun] = []
+    for run in api.runs(f"{entity}/{project}", filters=filters, order="+heartbeat_at", per_page=LIST_PAGE_SIZE):
+        out.append(FoundRun(RunRef(entity, project, run.id), run.state, run._attrs.get("heartbeatAt") or "", run))
+        if limit is not None and len(out) >= limit:
+            break
+    return out
+
+
+def run_metadata(run: Run) -> dict[str, Any]:
+    """The warehouse's run record, from a loaded client Run."""
+    user = run.user
+    keys = run.history_keys or {}
+    return {
+        "entity": run.entity, "project": run.project, "run_id": run.id, "name": run.name,
+        "state": run.state, "created_at": run.created_at_utc, "heartbeat_at": run.heartbeat_at_utc,
+        "tags": list(run.tags or []), "notes": run.notes, "group": run.group, "job_type": run.job_type,
+        "username": user.username if user else None, "url": run.url,
+        "config": run.config, "summary": run.summary_metrics, "system_metrics": run.system_metrics,
+        "history_line_count": run.history_line_count,
+        "last_step": keys.get("lastStep", -1) if isinstance(keys, dict) else -1,
+    }
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    """One run's export: what the warehouse wrote and what the server holds."""
+
+    ref: RunRef
+    state: str
+    written: RunExport
+    server_history_rows: int
+    seconds: float
+
+    mode = property(lambda self: self.written.mode)
+    history_rows_written = property(lambda self: self.written.history_rows_written)
+    history_rows_total = property(lambda self: self.written.history_rows_total)
+    last_step = property(lambda self: self.written.last_step)
+    system_rows_total = property(lambda self: self.written.system_rows_total)
+    config_keys = property(lambda self: self.written.metadata.config_keys)
+    summary_keys = property(lambda self: self.written.metadata.summary_keys)
+
+    @property
+    def server_system_rows(self) -> int:
+        # The client refuses a system stream whose length differs from the server's count.
+        return self.written.system_rows_total
+
+    @property
+    def reconciled(self) -> bool:
+        # A running run may log rows between the metadata read and the history read.
+        if self.state in TERMINAL_STATES:
+            return self.history_rows_total == self.server_history_rows
+        return self.history_rows_total >= self.server_history_rows
+
+    def describe(self) -> str:
+        return (f"{self.state}, {self.mode} history export: {self.history_rows_written} rows written, "
+                f"{self.history_rows_total} in the warehouse (server: {self.server_history_rows}), "
+                f"{self.system_rows_total} system rows, {self.seconds:.2f}s")
+
+
+class Exporter:
+    """Exports runs from one Api into one Warehouse."""
+
+    def __init__(self, api: Api, warehouse: Warehouse, *, page_size: int = 1000):
+        self.api = api
+        self.warehouse = warehouse
+        self.page_size = page_size
+
+    def export_run(self, target: RunRef | Run, *, full: bool = False) -> ExportResult:
+        """Export one run: incremental (only steps after the last exported one are fetched)
+        unless `full`, which replaces the run's partitions."""
+        start = time.perf_counter()
+        run = self.api.run(target.path) if isinstance(target, RunRef) else target
+        ref = RunRef(run.entity, run.project, run.id)
+        meta = run_metadata(run)
+        written = self.warehouse.export_run(
+            meta,
+            history=lambda min_step: run.iter_history_batches(min_step=min_step, page_size=self.page_size),
+            system_metrics=run.iter_system_metrics_batches,
+            incremental=not full,
+        )
+        return ExportResult(ref, run.state, written, int(meta["history_line_count"] or 0), time.perf_counter() - start)
+
+    def refresh_catalog(self) -> dict:
+        return self.warehouse.refresh_catalog()
+
+
+def default_emulator_dataset() -> Path:
+    return Path(tempfile.gettempdir()) / "run_pipeline-embedded-dataset"
+
+
+@contextmanager
+def embedded_emulator(dataset_dir: str | Path | None = None) -> Iterator[Any]:
+    """An in-process emulator over `dataset_dir` (created from the built-in sample when
+    missing; default: a shared directory under the system temp dir)."""
+    from run_pipeline.emulator.sample import generate
+    from run_pipeline.emulator.server import EmulatorServer
+
+    root = Path(dataset_dir) if dataset_dir else default_emulator_dataset()
+    if not root.exists():
+        tmp = Path(tempfile.mkdtemp(prefix=".sample-", dir=root.parent))
+        try:
+            generate(tmp)
+            try:
+                tmp.rename(root)
+            except OSError:  # another process made it first
+                pass
+        finally:
+            shutil.rmtree(tmp, ignore_errors=True)
+    with EmulatorServer(root) as server:
+        yield server

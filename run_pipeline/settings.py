@@ -1,0 +1,13 @@
+"""Domain constants shared by the CLI and the Dagster definitions."""
+
+TERMINAL_STATES = ("finished", "crashed", "failed", "killed", "preempted")
+DEFAULT_WAREHOUSE = "warehouse"
+DEFAULT_BASE_URL = "https://api.wandb.ai"
+RUNS_PARTITIONS = "wandb_runs"
+# Runs listed per GraphQL page when discovering runs, and per sensor tick at most (a tick
+# must finish well inside Dagster's 60 s limit; the cursor carries the rest to the next tick).
+LIST_PAGE_SIZE = 100
+SENSOR_MAX_RUNS_PER_TICK = 200
+# Partitions one Dagster run exports when a backfill groups them (BackfillPolicy.multi_run).
+BACKFILL_PARTITIONS_PER_RUN = 25
+NIGHTLY_CRON = "0 2 * * *"

@@ -1,0 +1,19 @@
+"""The warehouse: W&B runs as hive-partitioned Parquet (local or object storage) and a DuckDB
+catalog of views over it. Plain Python: no orchestrator import."""
+
+from .api import Warehouse
+from .catalog import connect, refresh_catalog, view_statements
+from .errors import WarehouseCatalogError, WarehouseDataError, WarehouseError, WarehousePathError
+from .examples import EXAMPLES
+from .export import MetadataResult, RunExport, delete_run, export_run, write_run_metadata
+from .layout import TABLES, RunKey, WarehouseRoot, decode_partition_value, encode_partition_value
+from .series import FULL, INCREMENTAL, UNCHANGED, HistorySource, SeriesResult, SystemSource
+from .state import RunState, last_exported_step, read_state
+
+__all__ = [
+    "EXAMPLES", "FULL", "INCREMENTAL", "TABLES", "UNCHANGED", "HistorySource", "MetadataResult", "RunExport",
+    "RunKey", "RunState", "SeriesResult", "SystemSource", "Warehouse", "WarehouseCatalogError",
+    "WarehouseDataError", "WarehouseError", "WarehousePathError", "WarehouseRoot", "connect",
+    "decode_partition_value", "delete_run", "encode_partition_value", "export_run",
+    "last_exported_step", "read_state", "refresh_catalog", "view_statements", "write_run_metadata",
+]

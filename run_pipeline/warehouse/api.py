@@ -1,0 +1,64 @@
+"""`Warehouse`: one root, every warehouse operation as a method (what resources build)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from datetime import datetime
+from typing import Any
+
+import duckdb
+import pyarrow.fs as pafs
+
+from . import catalog, export, state
+from .layout import HISTORY, RunKey, WarehouseRoot
+from .series import HistorySource, SystemSource
+
+
+class Warehouse:
+    """A warehouse root (local directory or `s3://bucket/prefix`) and what can be done to it."""
+
+    def __init__(self, root: str | os.PathLike | WarehouseRoot, filesystem: pafs.FileSystem | None = None):
+        self.root = WarehouseRoot.parse(root, filesystem)
+
+    def __repr__(self) -> str:
+        return f"Warehouse({self.root.uri!r})"
+
+    @property
+    def uri(self) -> str:
+        return self.root.uri
+
+    def export_run(self, run: Mapping[str, Any], history: HistorySource | None = None,
+                   system_metrics: SystemSource | None = None, *, incremental: bool = False,
+                   exported_at: datetime | None = None) -> export.RunExport:
+        """Export one run (see `export.export_run`)."""
+        return export.export_run(self.root, run, history, system_metrics, incremental=incremental,
+                                 exported_at=exported_at)
+
+    def write_run_metadata(self, run: Mapping[str, Any]) -> export.MetadataResult:
+        """Replace one run's row, config and summary."""
+        return export.write_run_metadata(self.root, run)
+
+    def delete_run(self, entity: str, project: str, run_id: str) -> None:
+        """Remove every file of one run."""
+        export.delete_run(self.root, entity, project, run_id)
+
+    def run_state(self, entity: str, project: str, run_id: str, table: str = HISTORY) -> state.RunState | None:
+        """The committed manifest of a run's history (or system metrics), None if never exported."""
+        return state.read_state(self.root, table, RunKey(entity, project, run_id))
+
+    def last_exported_step(self, entity: str, project: str, run_id: str) -> int:
+        """Last committed history step of a run; -1 when none."""
+        return state.last_exported_step(self.root, RunKey(entity, project, run_id))
+
+    def refresh_catalog(self, database: str | os.PathLike | None = None) -> dict:
+        """(Re)create the DuckDB views (see `catalog.refresh_catalog`)."""
+        return catalog.refresh_catalog(self.root, database=database)
+
+    def view_statements(self) -> list[str]:
+        """`CREATE OR REPLACE VIEW` statements over this root."""
+        return catalog.view_statements(self.root)
+
+    def connect(self, s3_secret: dict | None = None) -> duckdb.DuckDBPyConnection:
+        """A DuckDB connection with the views (see `catalog.connect`)."""
+        return catalog.connect(self.root, s3_secret=s3_secret)

@@ -1,0 +1,196 @@
+"""The DuckDB catalog: views over the warehouse's Parquet files.
+
+Views read `<table>/*/*/*/*.parquet` with hive partitioning (entity, project and run_id are
+taken from the directory names, which DuckDB URL-decodes back to the original values and uses
+to prune files) and `union_by_name` (so runs with different keys and new runs appear without a
+refresh). A history key typed differently in different runs is promoted by DuckDB: BIGINT with
+DOUBLE gives DOUBLE, BOOLEAN with BIGINT gives BIGINT, and any type with VARCHAR gives VARCHAR
+(numbers read back as text such as '1.5'). JSON-valued keys are VARCHAR holding JSON text
+(`col::JSON` to query them); they are not DuckDB JSON columns because DuckDB refuses to union a
+JSON column with a VARCHAR one.
+
+`refresh_catalog` is the only writer of `<root>/warehouse.duckdb`. It is only needed to create
+the views the first time and to turn a table's empty placeholder view into a real one once its
+first file exists; calling it again is harmless.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Iterator
+
+import duckdb
+import pyarrow.fs as pafs
+
+from .errors import WarehouseCatalogError
+from .layout import (
+    HISTORY,
+    METRICS,
+    PARQUET_SUFFIX,
+    RUN_CONFIG,
+    RUN_SUMMARY,
+    RUNS,
+    SYSTEM_METRICS,
+    TABLES,
+    WarehouseRoot,
+)
+
+_IDS = "entity, project, run_id"
+_KEY_VALUE_COLUMNS = f"{_IDS}, key, CAST(value AS JSON) AS value, value_double, value_text"
+_PROJECTIONS = {
+    RUNS: (f"{_IDS}, name, state, created_at, heartbeat_at, tags, notes, run_group, job_type, username, "
+           "url, CAST(config AS JSON) AS config, CAST(summary AS JSON) AS summary, "
+           "CAST(system_metrics AS JSON) AS system_metrics, history_line_count, last_step, exported_at"),
+    RUN_CONFIG: _KEY_VALUE_COLUMNS,
+    RUN_SUMMARY: _KEY_VALUE_COLUMNS,
+    HISTORY: f"{_IDS}, _step, * EXCLUDE ({_IDS}, _step)",
+    SYSTEM_METRICS: f"{_IDS}, _timestamp, _runtime, * EXCLUDE ({_IDS}, _timestamp, _runtime)",
+    METRICS: f"{_IDS}, step, key, value",
+}
+_ID_TYPES = [("entity", "VARCHAR"), ("project", "VARCHAR"), ("run_id", "VARCHAR")]
+_KEY_VALUE_TYPES = [*_ID_TYPES, ("key", "VARCHAR"), ("value", "JSON"), ("value_double", "DOUBLE"),
+                    ("value_text", "VARCHAR")]
+#: Column types of each view while its table has no file yet.
+EMPTY_COLUMNS = {
+    RUNS: [*_ID_TYPES, ("name", "VARCHAR"), ("state", "VARCHAR"), ("created_at", "TIMESTAMP"),
+           ("heartbeat_at", "TIMESTAMP"), ("tags", "VARCHAR[]"), ("notes", "VARCHAR"),
+           ("run_group", "VARCHAR"), ("job_type", "VARCHAR"), ("username", "VARCHAR"), ("url", "VARCHAR"),
+           ("config", "JSON"), ("summary", "JSON"), ("system_metrics", "JSON"),
+           ("history_line_count", "BIGINT"), ("last_step", "BIGINT"), ("exported_at", "TIMESTAMP")],
+    RUN_CONFIG: _KEY_VALUE_TYPES,
+    RUN_SUMMARY: _KEY_VALUE_TYPES,
+    HISTORY: [*_ID_TYPES, ("_step", "BIGINT")],
+    SYSTEM_METRICS: [*_ID_TYPES, ("_timestamp", "DOUBLE"), ("_runtime", "DOUBLE")],
+    METRICS: [*_ID_TYPES, ("step", "BIGINT"), ("key", "VARCHAR"), ("value", "DOUBLE")],
+}
+_LOCK_RETRIES = 20
+
+
+def _literal(text: str) -> str:
+    return "'" + text.replace("'", "''") + "'"
+
+
+def read_parquet_sql(root: WarehouseRoot, table: str) -> str:
+    return (f"read_parquet({_literal(root.glob(table))}, hive_partitioning = true, union_by_name = true, "
+            "hive_types_autocast = false, "
+            "hive_types = {'entity': 'VARCHAR', 'project': 'VARCHAR', 'run_id': 'VARCHAR'})")
+
+
+def view_sql(root: WarehouseRoot, table: str, *, empty: bool = False) -> str:
+    """`CREATE OR REPLACE VIEW` for one table; `empty` gives the typed placeholder."""
+    if empty:
+        cols = ", ".join(f"CAST(NULL AS {t}) AS {name}" for name, t in EMPTY_COLUMNS[table])
+        return f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} WHERE false"
+    return f"CREATE OR REPLACE VIEW {table} AS SELECT {_PROJECTIONS[table]} FROM {read_parquet_sql(root, table)}"
+
+
+def has_files(root: WarehouseRoot, table: str) -> bool:
+    """Whether the table has at least one committed Parquet file (stops at the first)."""
+    return next(_parquet_files(root.fs, root.path(table), depth=3), None) is not None
+
+
+def _parquet_files(fs: pafs.FileSystem, directory: str, depth: int) -> Iterator[str]:
+    for info in fs.get_file_info(pafs.FileSelector(directory, allow_not_found=True)):
+        if depth == 0:
+            if info.type == pafs.FileType.File and info.base_name.endswith(PARQUET_SUFFIX):
+                yield info.path
+        elif info.type == pafs.FileType.Directory and "=" in info.base_name:
+            yield from _parquet_files(fs, info.path, depth - 1)
+
+
+def view_statements(root: str | os.PathLike | WarehouseRoot, *,
+                    filesystem: pafs.FileSystem | None = None) -> list[str]:
+    """The `CREATE OR REPLACE VIEW` statements for every table of a root, local or not
+    (an `s3://` root gives `s3://` globs: run them in DuckDB with httpfs loaded)."""
+    wr = WarehouseRoot.parse(root, filesystem)
+    return _statements(wr, _empty_tables(wr))
+
+
+def _empty_tables(root: WarehouseRoot) -> set[str]:
+    return {table for table in TABLES if not has_files(root, table)}
+
+
+def _statements(root: WarehouseRoot, empty: set[str]) -> list[str]:
+    return [view_sql(root, table, empty=table in empty) for table in TABLES]
+
+
+def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSystem | None = None,
+                    database: str | os.PathLike | None = None) -> dict:
+    """(Re)create every view in `<root>/warehouse.duckdb` (or `database`); idempotent.
+
+    Returns figures for a materialization: the database path, the views, the tables still
+    empty, the number of runs, and the seconds it took.
+    """
+    started = time.monotonic()
+    wr = WarehouseRoot.parse(root, filesystem)
+    if database is None:
+        if not wr.is_local:
+            raise WarehouseCatalogError("a non-local root needs an explicit local `database` path")
+        wr.fs.create_dir(wr.base, recursive=True)
+        database = wr.catalog_path()
+    empty = _empty_tables(wr)
+    statements = _statements(wr, empty)
+    con = _connect_for_write(os.fspath(database))
+    try:
+        con.execute("BEGIN TRANSACTION")
+        for sql in statements:
+            con.execute(sql)
+        con.execute("COMMIT")
+        runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+    except duckdb.Error as exc:
+        raise WarehouseCatalogError(f"refreshing {database} failed: {exc}") from exc
+    finally:
+        con.close()
+    return {"database": os.fspath(database), "views": ", ".join(TABLES), "empty_tables": ", ".join(t for t in TABLES if t in empty),
+            "runs": int(runs), "seconds": round(time.monotonic() - started, 3)}
+
+
+def _connect_for_write(database: str) -> duckdb.DuckDBPyConnection:
+    """DuckDB allows one writing process per file: wait a little for another refresh."""
+    delay = 0.05
+    for attempt in range(_LOCK_RETRIES):
+        try:
+            return duckdb.connect(database)
+        except duckdb.IOException as exc:
+            if "lock" not in str(exc).lower() or attempt == _LOCK_RETRIES - 1:
+                raise WarehouseCatalogError(f"cannot open {database} for writing: {exc}") from exc
+            time.sleep(delay)
+            delay = min(delay * 2, 1.0)
+    raise AssertionError("unreachable")
+
+
+def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSystem | None = None,
+            s3_secret: dict | None = None) -> duckdb.DuckDBPyConnection:
+    """A DuckDB connection with the warehouse views.
+
+    Local root: the catalog file opened read-only (run `refresh_catalog` first). Other roots:
+    an in-memory database with httpfs loaded, an optional S3 secret (`s3_secret` holds the
+    `CREATE SECRET` options, e.g. key_id, secret, region, endpoint, url_style, use_ssl) and the
+    views created from `view_statements`. httpfs must be installable (network) or installed.
+    """
+    wr = WarehouseRoot.parse(root, filesystem)
+    if wr.is_local:
+        return duckdb.connect(wr.catalog_path(), read_only=True)
+    con = duckdb.connect()
+    try:
+        con.execute("LOAD httpfs")
+    except duckdb.Error:
+        try:
+            con.execute("INSTALL httpfs")
+            con.execute("LOAD httpfs")
+        except duckdb.Error as exc:
+            con.close()
+            raise WarehouseCatalogError(f"DuckDB's httpfs extension is not available: {exc}") from exc
+    if s3_secret:
+        options = ", ".join(f"{k.upper()} {_option(v)}" for k, v in s3_secret.items())
+        con.execute(f"CREATE OR REPLACE SECRET run_pipeline_s3 (TYPE S3, {options})")
+    for sql in view_statements(wr):
+        con.execute(sql)
+    return con
+
+
+def _option(value) -> str:
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return _literal(str(value))

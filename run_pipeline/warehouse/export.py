@@ -1,0 +1,142 @@
+"""Export one run into the warehouse, with no orchestrator: its row, config and summary, its
+history (full or incremental) and its system metrics. Dagster assets and the CLI both call this.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from datetime import datetime, timezone
+from typing import Any
+
+import pyarrow.fs as pafs
+
+from .layout import RUN_CONFIG, RUN_SUMMARY, RUNS, TABLES, RunKey, WarehouseRoot
+from .parquet import Stage, delete_file, list_files, write_table_file
+from .parts import HISTORY_SPEC, SYSTEM_SPEC
+from .records import key_value_table, run_key, runs_table
+from .series import HistorySource, SeriesResult, SystemSource, export_series
+from .state import delete_series
+
+#: File name of the single Parquet file each run has in the runs, run_config and run_summary tables.
+RUN_FILES = {RUNS: "run.parquet", RUN_CONFIG: "config.parquet", RUN_SUMMARY: "summary.parquet"}
+
+Root = str | os.PathLike | WarehouseRoot
+
+
+@dataclass(frozen=True)
+class MetadataResult:
+    config_keys: int
+    summary_keys: int
+    bytes: int
+    exported_at: datetime
+
+
+@dataclass(frozen=True)
+class RunExport:
+    """What `export_run` wrote, with the figures a materialization reports."""
+
+    run: RunKey
+    history: SeriesResult | None
+    system_metrics: SeriesResult | None
+    metadata: MetadataResult
+
+    @property
+    def mode(self) -> str:
+        return self.history.mode if self.history else "metadata"
+
+    @property
+    def history_rows_written(self) -> int:
+        return self.history.rows_written if self.history else 0
+
+    @property
+    def history_rows_total(self) -> int:
+        return self.history.rows_total if self.history else 0
+
+    @property
+    def last_step(self) -> int:
+        return self.history.last_step if self.history else -1
+
+    @property
+    def system_rows_total(self) -> int:
+        return self.system_metrics.rows_total if self.system_metrics else 0
+
+    @property
+    def bytes(self) -> int:
+        return (self.metadata.bytes + (self.history.bytes if self.history else 0)
+                + (self.system_metrics.bytes if self.system_metrics else 0))
+
+
+def export_run(root: Root, run: Mapping[str, Any], history: HistorySource | None = None,
+               system_metrics: SystemSource | None = None, *, incremental: bool = False,
+               filesystem: pafs.FileSystem | None = None,
+               exported_at: datetime | None = None) -> RunExport:
+    """Export one run.
+
+    `run` is the client's metadata dict (entity, project, run_id, name, state, created_at,
+    heartbeat_at, tags, notes, group, job_type, username, url, config, summary,
+    system_metrics, history_line_count, last_step). `history` is `fetch(min_step)` returning
+    record batches in ascending `_step` order, or an iterable of such batches; None leaves the
+    run's history untouched. `system_metrics` is a zero-argument callable or an iterable of
+    batches with `_timestamp` and `_runtime`; it is always replaced whole.
+
+    A full export replaces the run's partitions. With `incremental=True` only steps after the
+    last exported one are fetched and appended; the export falls back to a full replace when
+    nothing is committed yet, the committed files do not match their manifest (an interrupted
+    commit), or the run's `last_step` / `history_line_count` show its history shrank. It does
+    nothing to the history when both equal what is committed. History and system metrics are
+    committed before the run's row, so `runs` never lists history that is not there yet.
+    """
+    wr = WarehouseRoot.parse(root, filesystem)
+    key = run_key(run)
+    history_result = system_result = None
+    if history is not None:
+        history_result = export_series(wr, HISTORY_SPEC, key, history, incremental=incremental,
+                                       source_last_step=_opt_int(run.get("last_step")),
+                                       source_rows=_opt_int(run.get("history_line_count")))
+    if system_metrics is not None:
+        system_result = export_series(wr, SYSTEM_SPEC, key, system_metrics)
+    metadata = write_run_metadata(wr, run, exported_at=exported_at)
+    return RunExport(key, history_result, system_result, metadata)
+
+
+def _opt_int(value: Any) -> int | None:
+    return None if value is None else int(value)
+
+
+def write_run_metadata(root: Root, run: Mapping[str, Any], *, filesystem: pafs.FileSystem | None = None,
+                       exported_at: datetime | None = None) -> MetadataResult:
+    """Replace the run's row in `runs` and its rows in `run_config` and `run_summary`; each
+    is one file per run, replaced atomically."""
+    wr = WarehouseRoot.parse(root, filesystem)
+    key = run_key(run)
+    exported_at = exported_at or datetime.now(timezone.utc)
+    config, summary = key_value_table(run.get("config")), key_value_table(run.get("summary"))
+    tables = {RUNS: runs_table(run, exported_at), RUN_CONFIG: config, RUN_SUMMARY: summary}
+    stage = Stage(wr, RUNS, key)
+    size = 0
+    try:
+        for table, data in tables.items():
+            size += write_table_file(stage, table, RUN_FILES[table], data)
+        for table in (RUN_CONFIG, RUN_SUMMARY, RUNS):
+            stage.place(table, RUN_FILES[table], f"{wr.run_dir(table, key)}/{RUN_FILES[table]}")
+    finally:
+        stage.cleanup()
+    return MetadataResult(len(config), len(summary), size, exported_at)
+
+
+def delete_run(root: Root, entity: str, project: str, run_id: str, *,
+               filesystem: pafs.FileSystem | None = None) -> None:
+    """Remove every file of a run (e.g. deleted in W&B): its row first, then its series."""
+    wr = WarehouseRoot.parse(root, filesystem)
+    key = RunKey(entity, project, run_id)
+    for table in (RUNS, RUN_CONFIG, RUN_SUMMARY):
+        delete_file(wr.fs, f"{wr.run_dir(table, key)}/{RUN_FILES[table]}")
+    delete_series(wr, HISTORY_SPEC, key)
+    delete_series(wr, SYSTEM_SPEC, key)
+    for table in TABLES:
+        directory = wr.run_dir(table, key)
+        if not list_files(wr.fs, directory) and wr.fs.get_file_info(directory).type == pafs.FileType.Directory:
+            wr.fs.delete_dir(directory)
+

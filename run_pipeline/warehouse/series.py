@@ -1,0 +1,161 @@
+"""Export one run's series (history or system metrics): decide full or incremental, stream the
+batches into staged parts, align their types with the run, and commit."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.parquet as pq
+
+from .layout import METRICS, RunKey, WarehouseRoot
+from .parquet import Stage
+from .parts import PartInfo, PartStream, SeriesSpec, part_name, rewrite_part
+from .schema import NULL, STEP, ColumnNamer, join_types, view_equivalent
+from .state import RunState, commit, is_consistent, list_parts, read_state
+
+#: A history source: `fetch(min_step)` returning batches of the steps >= min_step in ascending
+#: order, or the batches themselves (then an incremental export skips the steps it has).
+HistorySource = Callable[[int], Iterable[pa.RecordBatch]] | Iterable[pa.RecordBatch]
+SystemSource = Callable[[], Iterable[pa.RecordBatch]] | Iterable[pa.RecordBatch]
+
+FULL, INCREMENTAL, UNCHANGED = "full", "incremental", "unchanged"
+
+
+@dataclass(frozen=True)
+class SeriesResult:
+    """What one series export did and what is committed afterwards."""
+
+    mode: str
+    rows_written: int
+    rows_total: int
+    last_step: int
+    columns: int
+    parts: int
+    bytes: int
+    path: str
+
+
+def export_series(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, *,
+                  incremental: bool = False, source_last_step: int | None = None,
+                  source_rows: int | None = None) -> SeriesResult:
+    """Export a series; see `export.export_run` for the contract."""
+    stage = Stage(root, spec.table, run)
+    try:
+        return _export(root, spec, run, source, stage, incremental, source_last_step, source_rows)
+    finally:
+        stage.cleanup()
+
+
+def _decide(state: RunState | None, consistent: bool, spec: SeriesSpec, incremental: bool,
+            source_last_step: int | None, source_rows: int | None) -> str:
+    if not (incremental and spec.ordered and consistent and state is not None):
+        return FULL
+    if source_last_step is not None and source_last_step < state.last_step:
+        return FULL  # history shrank (rewound or deleted): replace
+    if source_rows is not None and source_rows < state.rows:
+        return FULL
+    if source_last_step is not None and source_last_step == state.last_step and source_rows is not None:
+        # Same last step: either nothing changed, or rows were added at an exported step,
+        # which fetching "steps after the last one" cannot see.
+        return UNCHANGED if source_rows == state.rows else FULL
+    return INCREMENTAL
+
+
+def _export(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, stage: Stage,
+            incremental: bool, source_last_step: int | None, source_rows: int | None) -> SeriesResult:
+    state = read_state(root, spec.table, run)
+    listing = list_parts(root, spec, run)
+    consistent = is_consistent(state, listing)
+    mode = _decide(state, consistent, spec, incremental, source_last_step, source_rows)
+    path = root.location(root.run_dir(spec.table, run))
+    if mode == UNCHANGED:
+        return SeriesResult(UNCHANGED, 0, state.rows, state.last_step, len(state.columns),
+                            len(state.parts), state.bytes, path)
+
+    previous = state if mode == INCREMENTAL else None
+    if previous is not None:
+        generation = previous.generation
+        namer = ColumnNamer(spec.reserved, [(k, p) for k, p, _ in previous.columns])
+        first_seq = 1 + max((int(p.name.split("-")[2].split(".")[0]) for p in previous.parts), default=-1)
+        min_step = previous.last_step + 1
+    else:
+        generation = max(state.generation if state else 0, listing.generation()) + 1
+        namer = ColumnNamer(spec.reserved)
+        first_seq, min_step = 0, 0
+    stream = PartStream(spec, stage, namer, generation, first_seq,
+                        after_step=previous.last_step if previous is not None else None)
+    try:
+        for batch in _batches(source, spec, min_step, previous is not None):
+            stream.add_batch(batch)
+        new_parts = stream.close()
+    except BaseException:
+        stream.abort()
+        raise
+    rows_written = sum(p.rows for p in new_parts)
+
+    final = dict(previous.types) if previous is not None else {}
+    for name, ltype in stream.types.items():
+        final[name] = join_types(final.get(name, NULL), ltype)
+    keys = dict(stream.keys)
+
+    committed = list(previous.parts) if previous is not None else []
+    if any(not view_equivalent(t, final[n]) for p in committed for n, t in p.columns.items()):
+        # A committed column must change type (e.g. a key that was numeric now also holds
+        # strings): rewrite the committed parts under a new generation, then append.
+        generation = max(generation, listing.generation()) + 1
+        committed = [_rewrite_committed(root, spec, run, p, final, stage, keys, generation, i)
+                     for i, p in enumerate(committed)]
+        for i, p in enumerate(new_parts):  # keep names sorting in step order
+            new_name = part_name(generation, len(committed) + i)
+            stage.rename(spec.table, p.name, new_name)
+            if p.metrics_rows:
+                stage.rename(METRICS, p.name, new_name)
+            p.name = new_name
+    new_parts = [_align(spec, p, final, stage, keys) for p in new_parts]
+
+    parts = committed + new_parts
+    order = {physical: i for i, physical in enumerate(namer.columns.values())}
+    columns = sorted(((key, physical, final[physical]) for key, physical in namer.columns.items()
+                      if physical in final), key=lambda c: order[c[1]])
+    rows = sum(p.rows for p in parts)
+    last_step = max((p.last for p in parts if p.last is not None), default=-1)
+    new_state = RunState(spec.table, generation, parts, columns, rows, last_step)
+    commit(root, stage, spec, run, state if consistent else None, listing, new_state)
+    return SeriesResult(mode, rows_written, rows, last_step, len(columns), len(parts), new_state.bytes, path)
+
+
+def _align(spec: SeriesSpec, part: PartInfo, final: dict[str, str], stage: Stage,
+           keys: dict[str, str]) -> PartInfo:
+    """Rewrite a staged part whose column types read back unlike the run-level types."""
+    if all(view_equivalent(t, final[n]) for n, t in part.columns.items()):
+        return part
+    source = pq.ParquetFile(stage.local_file(spec.table, part.name))
+    generation, seq = (int(x) for x in part.name[len("part-"):-len(".parquet")].split("-"))
+    return rewrite_part(spec, source, part, final, stage, keys, generation, seq)
+
+
+def _rewrite_committed(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, part: PartInfo,
+                       final: dict[str, str], stage: Stage, keys: dict[str, str],
+                       generation: int, seq: int) -> PartInfo:
+    path = f"{root.run_dir(spec.table, run)}/{part.name}"
+    with root.fs.open_input_file(path) as f:
+        return rewrite_part(spec, pq.ParquetFile(f), part, final, stage, keys, generation, seq)
+
+
+def _batches(source, spec: SeriesSpec, min_step: int, skip_exported: bool) -> Iterator[pa.RecordBatch]:
+    if source is None:
+        return
+    if callable(source):
+        source = source(min_step) if spec.ordered else source()
+    for item in source:
+        batches = item.to_batches() if isinstance(item, pa.Table) else [item]
+        for batch in batches:
+            if skip_exported and min_step > 0 and batch.num_rows:
+                steps = batch.column(batch.schema.get_field_index(STEP))
+                if pc.min(steps).as_py() < min_step:
+                    batch = batch.filter(pc.greater_equal(steps, min_step))
+            yield batch
+

@@ -1,0 +1,98 @@
+"""Export paths the emulator never takes (it serves a run wholly from Parquet or wholly live):
+Parquet plus a live tail that overlaps it, and a system-metric count that does not match.
+A fake transport answers the same GraphQL documents the real server gets."""
+
+from __future__ import annotations
+
+import json
+import shutil
+from types import SimpleNamespace
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from run_pipeline.client import Run, WandbIncompleteDataError, batch_to_rows, queries
+
+
+class FakeTransport:
+    def __init__(self, tmp_path, parquet_steps, live_steps, events, events_count):
+        self.parquet = tmp_path / "export.parquet"
+        table = pa.table({
+            "_step": pa.array(parquet_steps, pa.int64()),
+            "loss": pa.array([float(s) for s in parquet_steps]),
+        })
+        # Two row groups, so the reader meets more than one batch per file.
+        pq.write_table(table, self.parquet, row_group_size=max(1, len(parquet_steps) // 2))
+        self.live = [json.dumps({"_step": s, "loss": float(s), "live": True}) for s in live_steps]
+        self.live_steps = live_steps
+        self.events = events
+        self.events_count = events_count
+        self.calls = []
+
+    def absolute_url(self, url):
+        return url
+
+    def download(self, url, dest):
+        self.calls.append(("download", url))
+        shutil.copy(self.parquet, dest)
+        return self.parquet.stat().st_size
+
+    def graphql(self, query, variables=None):
+        variables = variables or {}
+        self.calls.append((query, dict(variables)))
+        if query is queries.RUN_PARQUET_HISTORY:
+            run = {"parquetHistory": {"parquetUrls": ["http://storage/x.parquet"],
+                                      "liveData": [{"_step": s} for s in self.live_steps]}}
+        elif query is queries.RUN_HISTORY_KEYS:
+            last = max(self.live_steps) if self.live_steps else -1
+            run = {"historyKeys": {"keys": {}, "lastStep": last}}
+        elif query is queries.HISTORY_PAGE:
+            a, b, n = variables["minStep"], variables["maxStep"], variables["pageSize"]
+            pairs = zip(self.live, self.live_steps, strict=True)
+            run = {"history": [r for r, s in pairs if a <= s < b][:n]}
+        elif query is queries.RUN_EVENTS_LINE_COUNT:
+            run = {"eventsLineCount": self.events_count}
+        elif query is queries.RUN_FULL_EVENTS:
+            run = {"events": [json.dumps(e) for e in self.events[: variables["samples"]]]}
+        else:
+            raise AssertionError(f"unexpected query {query[:60]}")
+        return {"project": {"run": run}}
+
+
+def make_run(transport):
+    api = SimpleNamespace(_transport=transport, app_url="http://app")
+    return Run(api, "e", "p", "r", attrs={"id": "sid", "name": "r", "state": "finished"})
+
+
+def test_parquet_then_live_tail_deduplicated_by_step(tmp_path):
+    # Exported: steps 0..99. The live endpoint still holds 60..149 (overlap 60..99).
+    fake = FakeTransport(tmp_path, list(range(100)), list(range(60, 150)), [], 0)
+    batches = list(make_run(fake).iter_history_batches(page_size=20, parquet_batch_rows=30))
+    rows = [r for b in batches for r in batch_to_rows(b)]
+    assert [r["_step"] for r in rows] == list(range(150))
+    assert all("live" not in r for r in rows[:100]) and all(r["live"] for r in rows[100:])
+    pages = [c[1] for c in fake.calls if c[0] is queries.HISTORY_PAGE]
+    assert pages and pages[0]["minStep"] == 100  # the tail starts above the last exported step
+    assert all(b.schema.names[0] == "_step" for b in batches)
+
+
+def test_min_step_inside_the_tail_and_inside_parquet(tmp_path):
+    fake = FakeTransport(tmp_path, list(range(100)), list(range(60, 150)), [], 0)
+    rows = [r for b in make_run(fake).iter_history_batches(min_step=120) for r in batch_to_rows(b)]
+    assert [r["_step"] for r in rows] == list(range(120, 150))
+    rows = [r for b in make_run(fake).iter_history_batches(min_step=50, max_step=110)
+            for r in batch_to_rows(b)]
+    assert [r["_step"] for r in rows] == list(range(50, 110))
+
+
+def test_system_metric_count_is_checked(tmp_path):
+    events = [{"_timestamp": float(i), "system.cpu": 1.0} for i in range(10)]
+    ok = FakeTransport(tmp_path, [0], [], events, 10)
+    assert sum(b.num_rows for b in make_run(ok).iter_system_metrics_batches(batch_rows=4)) == 10
+    short = FakeTransport(tmp_path, [0], [], events[:7], 10)
+    with pytest.raises(WandbIncompleteDataError, match="holds 10 .* returned 7"):
+        list(make_run(short).iter_system_metrics_batches())
+    none = FakeTransport(tmp_path, [0], [], [], 0)
+    assert list(make_run(none).iter_system_metrics_batches()) == []
+    assert not any(c[0] is queries.RUN_FULL_EVENTS for c in none.calls)

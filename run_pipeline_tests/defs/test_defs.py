@@ -1,0 +1,133 @@
+"""Dagster in-process: the run assets land runs in Parquet, the catalog asset makes them
+queryable, the sensor requests exactly the runs that finished, the schedule the ones updated."""
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import duckdb
+import pytest
+
+from run_pipeline.defs.assets import wandb_catalog, wandb_run_tables
+from run_pipeline.defs.partitions import wandb_runs_partitions
+from run_pipeline.defs.resources import WandbResource, WarehouseResource
+from run_pipeline.defs.schedules import wandb_nightly_schedule
+from run_pipeline.defs.sensors import wandb_finished_runs_sensor
+from run_pipeline.export import RunRef
+
+PROJECT = "image-classification"
+
+
+def disk_runs(emulator, project=PROJECT):
+    root = emulator.dataset_dir / "demo" / project
+    return {p.name: json.loads((p / "run.json").read_text()) for p in sorted(root.iterdir()) if p.is_dir()}
+
+
+def disk_rows(emulator, run_id, project=PROJECT):
+    path = emulator.dataset_dir / "demo" / project / run_id / "history.jsonl"
+    return sum(1 for line in path.read_text().splitlines() if line.strip()) if path.exists() else 0
+
+
+@pytest.fixture
+def resources(emulator, tmp_path):
+    return {
+        "wandb": WandbResource(base_url=emulator.base_url, api_key=emulator.api_key, entity="demo", projects=[PROJECT]),
+        "warehouse": WarehouseResource(root=str(tmp_path / "wh")),
+    }
+
+
+def materialize(keys, resources, instance):
+    instance.add_dynamic_partitions(wandb_runs_partitions.name, keys)
+    results = []
+    for key in keys:
+        results.append(dg.materialize([wandb_run_tables], partition_key=key, resources=resources, instance=instance))
+    return results
+
+
+def test_materialize_partitions_then_catalog(emulator, resources, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    runs = disk_runs(emulator)
+    keys = [RunRef("demo", PROJECT, rid).partition_key for rid in list(runs)[:4]]
+    results = materialize(keys, resources, instance)
+    assert all(r.success for r in results)
+    checks = [e for r in results for e in r.get_asset_check_evaluations()]
+    assert len(checks) == 8 and all(c.passed for c in checks)
+    cat = dg.materialize([wandb_catalog], resources=resources, instance=instance)
+    assert cat.success
+    con = duckdb.connect(str(tmp_path / "wh" / "warehouse.duckdb"), read_only=True)
+    got = dict(con.sql("select run_id, count(*) from history group by 1").fetchall())
+    assert got == {rid: disk_rows(emulator, rid) for rid in list(runs)[:4] if disk_rows(emulator, rid)}
+    states = dict(con.sql("select run_id, state from runs").fetchall())
+    assert states == {rid: runs[rid]["state"] for rid in list(runs)[:4]}
+    # Re-materializing a partition replaces it: no duplicated rows.
+    materialize(keys[:1], resources, instance)
+    again = dict(con.sql("select run_id, count(*) from history group by 1").fetchall())
+    assert again == got
+
+
+def test_incremental_export_after_run_grows(emulator, resources, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    run_id, meta = next((rid, m) for rid, m in disk_runs(emulator).items() if m["state"] == "running")
+    key = RunRef("demo", PROJECT, run_id).partition_key
+    materialize([key], resources, instance)
+    before = disk_rows(emulator, run_id)
+    last = emulator.store.get_run("demo", PROJECT, run_id).history.last_step
+    emulator.store.append_history("demo", PROJECT, run_id, [{"_step": last + i, "train/loss": 0.5 / i} for i in range(1, 6)])
+    result = materialize([key], resources, instance)[0]
+    mat = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("wandb_run_history")][0]
+    md = mat.materialization.metadata
+    assert md["rows_written"].value == 5 and md["rows_total"].value == before + 5
+
+
+def test_missing_run_fails_with_its_name(emulator, resources):
+    instance = dg.DagsterInstance.ephemeral()
+    key = RunRef("demo", PROJECT, "gone1234").partition_key
+    instance.add_dynamic_partitions(wandb_runs_partitions.name, [key])
+    result = dg.materialize([wandb_run_tables], partition_key=key, resources=resources, instance=instance,
+                            raise_on_error=False)
+    assert not result.success
+    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
+    assert "demo/image-classification/gone1234" in str(failure.event_specific_data.error.to_string())
+
+
+def test_sensor_requests_finished_runs_once(emulator, resources):
+    instance = dg.DagsterInstance.ephemeral()
+    finished = {rid for rid, m in disk_runs(emulator).items() if m["state"] in ("finished", "crashed", "failed", "killed")}
+    ctx = dg.build_sensor_context(instance=instance, resources=resources)
+    result = wandb_finished_runs_sensor(ctx)
+    assert {RunRef.from_partition_key(r.partition_key).run_id for r in result.run_requests} == finished
+    added = result.dynamic_partitions_requests[0].partition_keys
+    assert sorted(added) == sorted(r.partition_key for r in result.run_requests)
+    instance.add_dynamic_partitions(wandb_runs_partitions.name, list(added))
+    # A run that finishes later is picked up on the next tick; the others are not requested again
+    # with a new run key.
+    running = next(rid for rid, m in disk_runs(emulator).items() if m["state"] == "running")
+    emulator.store.set_state("demo", PROJECT, running, "finished")
+    ctx2 = dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor)
+    result2 = wandb_finished_runs_sensor(ctx2)
+    new_keys = {r.run_key for r in result2.run_requests} - {r.run_key for r in result.run_requests}
+    assert [RunRef.from_partition_key(k.split("@")[0]).run_id for k in new_keys] == [running]
+    assert result2.dynamic_partitions_requests[0].partition_keys == [RunRef("demo", PROJECT, running).partition_key]
+
+
+def test_schedule_requests_recently_updated_runs(emulator, resources):
+    run_id = next(iter(disk_runs(emulator)))
+    emulator.store.touch_heartbeat("demo", PROJECT, run_id)
+    now = datetime.now(timezone.utc)
+    since = (now - timedelta(days=1, hours=1)).replace(microsecond=0)
+    expected = {rid for rid, m in disk_runs(emulator).items()
+                if datetime.fromisoformat(m["heartbeat_at"].replace("Z", "+00:00")) >= since}
+    assert run_id in expected
+    with dg.instance_for_test() as instance:  # schedules need an instance with a ref
+        ctx = dg.build_schedule_context(instance=instance, resources=resources, scheduled_execution_time=now)
+        requests = list(wandb_nightly_schedule(ctx))
+        assert {RunRef.from_partition_key(r.partition_key).run_id for r in requests} == expected
+        assert RunRef("demo", PROJECT, run_id).partition_key in instance.get_dynamic_partitions(wandb_runs_partitions.name)
+
+
+def test_partition_keys_round_trip_hostile_names():
+    for parts in [("demo", "p", "abc"), ("e/x", "p,q|r", "[a]..."), ("ünï", "100%", "a b")]:
+        ref = RunRef(*parts)
+        key = ref.partition_key
+        assert key.count("/") == 2 and not set(key) & set("|,[]") and "..." not in key
+        assert RunRef.from_partition_key(key) == ref

@@ -1,0 +1,124 @@
+"""The DuckDB catalog: views on an empty warehouse, refresh idempotence, new runs and keys
+appearing without a refresh, and the README's example queries on a small warehouse."""
+
+from __future__ import annotations
+
+import json
+import math
+import statistics
+
+import duckdb
+import pytest
+
+from run_pipeline.warehouse import EXAMPLES, TABLES, export_run, refresh_catalog, view_statements
+from run_pipeline.warehouse.catalog import EMPTY_COLUMNS
+
+from .helpers import batch, columns, make_run, query
+
+
+def test_empty_warehouse_has_every_view(tmp_path):
+    info = refresh_catalog(tmp_path)
+    assert info["runs"] == 0 and info["empty_tables"] == ", ".join(TABLES)
+    for table in TABLES:
+        assert query(tmp_path, f"SELECT count(*) FROM {table}", refresh=False) == [(0,)]
+        assert columns(tmp_path, table) == dict(EMPTY_COLUMNS[table])
+
+
+def test_refresh_is_idempotent_and_new_runs_and_keys_need_no_refresh(tmp_path):
+    export_run(tmp_path, make_run(run_id="a"), [batch([0], {"loss": [1.0]})])
+    first = refresh_catalog(tmp_path)
+    second = refresh_catalog(tmp_path)
+    assert {k: v for k, v in first.items() if k != "seconds"} == {k: v for k, v in second.items() if k != "seconds"}
+    assert first["runs"] == 1 and first["empty_tables"] == "system_metrics"
+
+    export_run(tmp_path, make_run(run_id="b"), [batch([0, 1], {"loss": [2.0, 3.0], "new/key": ["x", "y"]})])
+    assert query(tmp_path, "SELECT run_id, count(*) FROM history GROUP BY ALL ORDER BY ALL", refresh=False) == [
+        ("a", 1), ("b", 2)]
+    assert query(tmp_path, 'SELECT "new/key" FROM history WHERE run_id = \'b\' ORDER BY _step', refresh=False) == [
+        ("x",), ("y",)]
+    assert query(tmp_path, "SELECT count(*) FROM runs", refresh=False) == [(2,)]
+
+
+def test_keys_typed_differently_across_runs_stay_readable(tmp_path):
+    export_run(tmp_path, make_run(run_id="a"), [batch([0], {"k": [1], "m": [1.5], "j": [True]})])
+    export_run(tmp_path, make_run(run_id="b"), [batch([0], {"k": [2.5], "m": ["text"], "j": [7]})])
+    types = columns(tmp_path, "history")
+    assert (types["k"], types["m"], types["j"]) == ("DOUBLE", "VARCHAR", "BIGINT")
+    assert query(tmp_path, "SELECT run_id, k, m FROM history ORDER BY run_id") == [("a", 1.0, "1.5"), ("b", 2.5, "text")]
+
+
+def test_view_statements_create_the_same_views(tmp_path):
+    export_run(tmp_path, make_run(), [batch([0], {"x": [1.0]})])
+    con = duckdb.connect()
+    for sql in view_statements(tmp_path):
+        con.execute(sql)
+    assert con.execute("SELECT entity, project, run_id, _step, x FROM history").fetchall() == [
+        ("team", "proj", "run1", 0, 1.0)]
+    assert con.execute("SELECT count(*) FROM system_metrics").fetchall() == [(0,)]
+
+
+# ---------------------------------------------------------------------------------------------
+# The README's example questions on a small synthetic warehouse
+
+RUNS = {
+    ("vision", "r1"): ({"optimizer": {"name": "adam", "lr": 0.1}, "seed": 1}, {"accuracy": 0.80}),
+    ("vision", "r2"): ({"optimizer": {"name": "adam", "lr": 0.01}, "seed": 1}, {"accuracy": 0.90}),
+    ("vision", "r3"): ({"optimizer": {"name": "sgd", "lr": 0.01}, "seed": 1, "batch": 64}, {"accuracy": math.nan}),
+    ("nlp", "n1"): ({"optimizer": {"name": "adam", "lr": 0.1}, "seed": 1}, {"accuracy": 0.70}),
+    ("nlp", "n2"): ({"optimizer": {"name": "adam", "lr": 0.1}, "seed": 2}, {"accuracy": 0.75}),
+}
+STEPS = 100
+
+
+def loss(run_index: int, step: int) -> float:
+    return 1.0 / (1 + step) + run_index / 10
+
+
+@pytest.fixture(scope="module")
+def example_warehouse(tmp_path_factory):
+    root = tmp_path_factory.mktemp("examples")
+    for i, ((project, run_id), (config, summary)) in enumerate(RUNS.items()):
+        steps = list(range(STEPS))
+        batches = [batch(steps[:50], {"loss": [loss(i, s) for s in steps[:50]]}),
+                   batch(steps[50:], {"loss": [loss(i, s) for s in steps[50:]], "note": ["x"] * 50})]
+        run = make_run("team", project, run_id, config=config, summary=summary,
+                       history_line_count=STEPS, last_step=STEPS - 1)
+        export_run(root, run, batches)
+    refresh_catalog(root)
+    return root
+
+
+def run_example(root, name: str, **params):
+    _, sql = EXAMPLES[name]
+    return query(root, sql, params, refresh=False)
+
+
+def test_best_run_per_project(example_warehouse):
+    assert run_example(example_warehouse, "best_run_per_project", metric="accuracy", maximize=True) == [
+        ("team", "nlp", "n2", "name-n2", 0.75), ("team", "vision", "r2", "name-r2", 0.90)]
+    assert run_example(example_warehouse, "best_run_per_project", metric="accuracy", maximize=False) == [
+        ("team", "nlp", "n1", "name-n1", 0.70), ("team", "vision", "r1", "name-r1", 0.80)]
+
+
+def test_metric_curve(example_warehouse):
+    curve = run_example(example_warehouse, "metric_curve", entity="team", project="vision", run_id="r2", metric="loss")
+    assert curve == [(s, loss(1, s)) for s in range(STEPS)]
+
+
+def test_mean_over_last_10_percent(example_warehouse):
+    got = run_example(example_warehouse, "mean_over_last_10_percent", metric="loss")
+    tail = [s for s in range(STEPS) if s >= (STEPS - 1) - (STEPS - 1) * 0.1]
+    assert tail == list(range(90, 100))
+    expected = sorted(("team", p, r, statistics.fmean(loss(i, s) for s in tail), len(tail))
+                      for i, (p, r) in enumerate(RUNS))
+    assert [row[:3] for row in got] == [row[:3] for row in expected]
+    for row, want in zip(got, expected):
+        assert row[3] == pytest.approx(want[3]) and row[4] == want[4]
+
+
+def test_config_differs_in_one_key(example_warehouse):
+    got = run_example(example_warehouse, "config_differs_in_one_key")
+    assert [(p, a, b, key, json.loads(va), json.loads(vb)) for _, p, a, b, key, va, vb in got] == [
+        ("nlp", "n1", "n2", "seed", 1, 2),
+        ("vision", "r1", "r2", "optimizer.lr", 0.1, 0.01),
+    ]
