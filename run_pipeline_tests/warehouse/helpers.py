@@ -10,7 +10,7 @@ from typing import Any
 import duckdb
 import pyarrow as pa
 
-from run_pipeline.warehouse import refresh_catalog
+from run_pipeline.warehouse import view_statements
 
 JSON_META = {b"run_pipeline.json": b"1"}
 
@@ -85,19 +85,25 @@ class GrowingHistory:
         return max(b.column(0).to_pylist()[-1] for b in self.batches)
 
 
-def query(root, sql: str, params: dict | None = None, *, refresh: bool = True) -> list[tuple]:
-    if refresh:
-        refresh_catalog(root)
-    con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+def query(root, sql: str, params: dict | None = None, *, catalog: bool = False) -> list[tuple]:
+    """Run SQL over the warehouse views: by default on an in-memory database holding the views
+    of `view_statements` (fresh for every call), with `catalog=True` on `<root>/warehouse.duckdb`
+    as `refresh_catalog` last wrote it."""
+    if catalog:
+        con = duckdb.connect(str(root / "warehouse.duckdb"), read_only=True)
+    else:
+        con = duckdb.connect()
+        for statement in view_statements(root):
+            con.execute(statement)
     try:
         return con.execute(sql, params or {}).fetchall()
     finally:
         con.close()
 
 
-def columns(root, table: str) -> dict[str, str]:
+def columns(root, table: str, *, catalog: bool = False) -> dict[str, str]:
     """Column name → DuckDB type of a view."""
-    return {name: ctype for name, ctype, *_ in query(root, f"DESCRIBE {table}")}
+    return {name: ctype for name, ctype, *_ in query(root, f"DESCRIBE {table}", catalog=catalog)}
 
 
 def same(a: Any, b: Any) -> bool:

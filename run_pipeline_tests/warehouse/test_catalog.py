@@ -20,8 +20,8 @@ def test_empty_warehouse_has_every_view(tmp_path):
     info = refresh_catalog(tmp_path)
     assert info["runs"] == 0 and info["empty_tables"] == ", ".join(TABLES)
     for table in TABLES:
-        assert query(tmp_path, f"SELECT count(*) FROM {table}", refresh=False) == [(0,)]
-        assert columns(tmp_path, table) == dict(EMPTY_COLUMNS[table])
+        assert query(tmp_path, f"SELECT count(*) FROM {table}", catalog=True) == [(0,)]
+        assert columns(tmp_path, table, catalog=True) == dict(EMPTY_COLUMNS[table])
 
 
 def test_refresh_is_idempotent_and_new_runs_and_keys_need_no_refresh(tmp_path):
@@ -32,11 +32,11 @@ def test_refresh_is_idempotent_and_new_runs_and_keys_need_no_refresh(tmp_path):
     assert first["runs"] == 1 and first["empty_tables"] == "system_metrics"
 
     export_run(tmp_path, make_run(run_id="b"), [batch([0, 1], {"loss": [2.0, 3.0], "new/key": ["x", "y"]})])
-    assert query(tmp_path, "SELECT run_id, count(*) FROM history GROUP BY ALL ORDER BY ALL", refresh=False) == [
+    assert query(tmp_path, "SELECT run_id, count(*) FROM history GROUP BY ALL ORDER BY ALL", catalog=True) == [
         ("a", 1), ("b", 2)]
-    assert query(tmp_path, 'SELECT "new/key" FROM history WHERE run_id = \'b\' ORDER BY _step', refresh=False) == [
+    assert query(tmp_path, 'SELECT "new/key" FROM history WHERE run_id = \'b\' ORDER BY _step', catalog=True) == [
         ("x",), ("y",)]
-    assert query(tmp_path, "SELECT count(*) FROM runs", refresh=False) == [(2,)]
+    assert query(tmp_path, "SELECT count(*) FROM runs", catalog=True) == [(2,)]
 
 
 def test_keys_typed_differently_across_runs_stay_readable(tmp_path):
@@ -90,7 +90,7 @@ def example_warehouse(tmp_path_factory):
 
 def run_example(root, name: str, **params):
     _, sql = EXAMPLES[name]
-    return query(root, sql, params, refresh=False)
+    return query(root, sql, params, catalog=True)
 
 
 def test_best_run_per_project(example_warehouse):

@@ -116,10 +116,10 @@ def test_hostile_column_names_round_trip(tmp_path):
     assert names == ["entity", "project", "run_id", "_step", *expected_columns.values()]
     for key, column in expected_columns.items():
         quoted = '"' + column.replace('"', '""') + '"'
-        assert query(tmp_path, f"SELECT {quoted} FROM history ORDER BY _step", refresh=False) == [
+        assert query(tmp_path, f"SELECT {quoted} FROM history ORDER BY _step") == [
             (values[key][0],), (values[key][1],)], key
     # The long form keeps every key exactly as logged.
-    long = query(tmp_path, "SELECT key, step, value FROM metrics", refresh=False)
+    long = query(tmp_path, "SELECT key, step, value FROM metrics")
     assert {(k, s): v for k, s, v in long} == {(k, s): values[k][s] for k in HOSTILE_KEYS for s in (0, 1)}
     # Renamed columns carry the logged key in their Parquet field metadata.
     part = next((tmp_path / "history").rglob("*.parquet"))
@@ -145,10 +145,10 @@ def test_hostile_ids_stay_inside_root_and_read_back(tmp_path):
     for i, (entity, project, run_id) in enumerate(HOSTILE_IDS):
         params = {"e": entity, "p": project, "r": run_id}
         assert query(root, "SELECT v FROM history WHERE entity = $e AND project = $p AND run_id = $r",
-                     params, refresh=False) == [(float(i),)]
+                     params) == [(float(i),)]
         assert query(root, "SELECT value_double FROM run_summary WHERE entity = $e AND project = $p "
-                           "AND run_id = $r AND key = 'i'", params, refresh=False) == [(float(i),)]
-    assert query(root, "SELECT count(*) FROM runs", refresh=False) == [(3,)]
+                           "AND run_id = $r AND key = 'i'", params) == [(float(i),)]
+    assert query(root, "SELECT count(*) FROM runs") == [(3,)]
 
 
 def test_reexport_replaces_partition(tmp_path, small_row_groups):
