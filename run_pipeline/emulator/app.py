@@ -6,6 +6,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import functools
 import hmac
 import json
 import logging
@@ -13,7 +14,7 @@ import socket
 import struct
 from typing import Any
 
-from graphql import GraphQLError, graphql_sync
+from graphql import DocumentNode, ExecutionResult, GraphQLError, execute, parse, validate
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
@@ -40,6 +41,17 @@ def _json(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
 
 def _error(message: str, status: int, headers: dict | None = None) -> Response:
     return _json({"errors": [{"message": message}]}, status, headers)
+
+
+@functools.lru_cache(maxsize=512)
+def _checked_document(query: str) -> tuple[DocumentNode | None, list[GraphQLError]]:
+    """Parse and validate a query once: clients send the same few documents over and over,
+    and validation is most of graphql-core's time per request."""
+    try:
+        document = parse(query)
+    except GraphQLError as exc:
+        return None, [exc]
+    return document, validate(load_schema(), document)
 
 
 class EmulatorApp:
@@ -147,8 +159,12 @@ class EmulatorApp:
         if not isinstance(variables, dict):
             return _error("'variables' must be a JSON object", 400, rl_headers)
         context = {"store": self.store, "urls": self._urls(request)}
-        result = graphql_sync(load_schema(), payload["query"], root_value=ROOT, context_value=context,
-                              variable_values=variables, operation_name=payload.get("operationName") or None)
+        document, errors = _checked_document(payload["query"])
+        if errors:
+            result = ExecutionResult(None, errors)
+        else:
+            result = execute(load_schema(), document, root_value=ROOT, context_value=context,
+                             variable_values=variables, operation_name=payload.get("operationName") or None)
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [e.formatted for e in result.errors]

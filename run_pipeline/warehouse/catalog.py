@@ -164,13 +164,15 @@ def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSys
             s3_secret: dict | None = None) -> duckdb.DuckDBPyConnection:
     """A DuckDB connection with the warehouse views.
 
-    Local root: the catalog file opened read-only (run `refresh_catalog` first). Other roots:
+    Local root: the catalog file opened read-only (created first if missing). Other roots:
     an in-memory database with httpfs loaded, an optional S3 secret (`s3_secret` holds the
     `CREATE SECRET` options, e.g. key_id, secret, region, endpoint, url_style, use_ssl) and the
     views created from `view_statements`. httpfs must be installable (network) or installed.
     """
     wr = WarehouseRoot.parse(root, filesystem)
     if wr.is_local:
+        if not os.path.exists(wr.catalog_path()):
+            refresh_catalog(wr)
         return duckdb.connect(wr.catalog_path(), read_only=True)
     con = duckdb.connect()
     try:

@@ -37,9 +37,14 @@ def _leaf_paths(field: pa.Field, prefix: str = "") -> list[tuple[str, pa.DataTyp
     return [(path, t)]
 
 
+#: Ascending integer columns (steps), which delta encoding packs into a few bits per value.
+DELTA_COLUMNS = ("_step", "step")
+
+
 def write_options(schema: pa.Schema) -> dict:
     """zstd; dictionary encoding only for string columns; BYTE_STREAM_SPLIT for floats
-    (3× faster than pyarrow's defaults on metric tables, see PLATFORM.md)."""
+    (3× faster than pyarrow's defaults on metric tables, see PLATFORM.md); delta encoding for
+    the step columns."""
     dictionary, encoding = [], {}
     for field in schema:
         for path, t in _leaf_paths(field):
@@ -47,6 +52,8 @@ def write_options(schema: pa.Schema) -> dict:
                 dictionary.append(path)
             elif pa.types.is_floating(t):
                 encoding[path] = "BYTE_STREAM_SPLIT"
+            elif path in DELTA_COLUMNS and pa.types.is_int64(t):
+                encoding[path] = "DELTA_BINARY_PACKED"
     return {"compression": COMPRESSION, "use_dictionary": dictionary, "column_encoding": encoding}
 
 

@@ -236,7 +236,7 @@ class PartStream:
         rows = batch.num_rows
         if not rows:
             return
-        fixed, cols, seen = self._split(batch)
+        fixed, cols = self._split(batch)
         first = last = None
         if self.spec.ordered:
             first, last = self._check_order(fixed[0])
@@ -251,7 +251,10 @@ class PartStream:
                 array = batch.column(names.index(name))
                 if self.spec.ordered and array.null_count:
                     raise WarehouseDataError(f"column {name!r} has null values")
-                fixed.append(array.cast(atype))
+                try:
+                    fixed.append(array.cast(atype))
+                except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+                    raise WarehouseDataError(f"column {name!r} is not {atype}: {exc}") from exc
             elif self.spec.ordered:
                 raise WarehouseDataError(f"batch has no {name!r} column (columns: {names[:5]}…)")
             else:
@@ -267,7 +270,7 @@ class PartStream:
             physical = self.namer.physical(f.name)
             self.keys[physical] = f.name
             cols[physical] = classify(f, batch.column(i))
-        return fixed, cols, seen
+        return fixed, cols
 
     def _check_order(self, steps: pa.Array) -> tuple[int, int]:
         values = steps.to_numpy(zero_copy_only=False)

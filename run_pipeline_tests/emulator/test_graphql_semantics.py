@@ -106,7 +106,8 @@ def test_history_is_served_in_step_order_even_when_logged_out_of_order(emulator)
 
 
 # -- sampledHistory(specs) -----------------------------------------------------------------------
-SAMPLED_Q = "query($p: String!, $r: String!, $s: [JSONString!]!) { project(name: $p, entityName: \"demo\") { run(name: $r) { sampledHistory(specs: $s) } } }"
+SAMPLED_Q = ("query($p: String!, $r: String!, $s: [JSONString!]!) {"
+             " project(name: $p, entityName: \"demo\") { run(name: $r) { sampledHistory(specs: $s) } } }")
 
 
 def sampled_rows():

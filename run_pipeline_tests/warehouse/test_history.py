@@ -36,12 +36,16 @@ from .helpers import (
 BIG = 2**70  # beyond int64: the client sends it as JSON text
 
 
-@pytest.fixture(params=["one-part", "row-group-per-batch"])
+@pytest.fixture(params=["one-part", "row-group-per-batch", "tiny-parts"])
 def small_row_groups(request, monkeypatch):
-    """Run a test twice: with everything in one buffered part, and with a row group flushed
-    after every batch (so type changes and new keys roll parts and force rewrites)."""
+    """Run a test with everything in one buffered part; with a row group flushed after every
+    batch (so type changes and new keys roll parts and force rewrites); and with parts capped
+    at three rows."""
     if request.param == "row-group-per-batch":
         monkeypatch.setattr(parts_module, "ROW_GROUP_ROWS", 1)
+    if request.param == "tiny-parts":
+        monkeypatch.setattr(parts_module, "ROW_GROUP_ROWS", 2)
+        monkeypatch.setattr(parts_module, "PART_MAX_ROWS", 3)
     return request.param
 
 
@@ -325,3 +329,34 @@ def test_system_metrics_are_replaced_whole(tmp_path):
         "entity", "project", "run_id", "_timestamp", "_runtime", "gpu.0.util", "cpu"]
     assert query(tmp_path, 'SELECT "gpu.0.util", cpu FROM system_metrics ORDER BY _timestamp') == [
         (10.5, 1.0), (20.0, 2.0), (30.0, 3.0)]
+
+
+def test_crash_in_the_middle_of_a_commit_shows_a_prefix_then_heals(tmp_path, monkeypatch):
+    monkeypatch.setattr(parts_module, "ROW_GROUP_ROWS", 1)
+    monkeypatch.setattr(parts_module, "PART_MAX_ROWS", 2)
+    steps = list(range(6))
+    export_run(tmp_path, make_run(), [batch(steps[i:i + 2], {"x": [float(s) for s in steps[i:i + 2]]})
+                                      for i in (0, 2, 4)])
+    assert len(list((tmp_path / "history").rglob("*.parquet"))) == 3
+
+    from run_pipeline.warehouse.parquet import Stage
+    real_place, calls = Stage.place, []
+
+    def crashing_place(self, kind, name, final_path):
+        calls.append(name)
+        if kind == "history" and len([c for c in calls if c.startswith("part-")]) > 2:
+            raise OSError("disk vanished")
+        return real_place(self, kind, name, final_path)
+
+    monkeypatch.setattr(Stage, "place", crashing_place)
+    replacement = [batch(steps[i:i + 2], {"x": [-float(s) for s in steps[i:i + 2]]}) for i in (0, 2, 4)]
+    with pytest.raises(OSError):
+        export_run(tmp_path, make_run(), replacement)
+    # Old parts are gone, the first new part is in: a prefix of the new export, no duplicates.
+    seen = query(tmp_path, "SELECT _step, x FROM history ORDER BY _step")
+    assert seen == [(0, -0.0), (1, -1.0)]
+    monkeypatch.setattr(Stage, "place", real_place)
+    result = export_run(tmp_path, make_run(), replacement, incremental=True)
+    assert result.mode == FULL
+    assert query(tmp_path, "SELECT _step, x FROM history ORDER BY _step") == [(s, -float(s)) for s in steps]
+    assert query(tmp_path, "SELECT count(*) FROM metrics") == [(6,)]

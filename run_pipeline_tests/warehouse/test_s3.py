@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import uuid
 
+import duckdb
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
@@ -135,16 +136,19 @@ def test_view_statements_for_s3_roots(s3):
         wh.refresh_catalog()  # a bucket has no local catalog file unless one is named
 
 
+def httpfs_installed() -> bool:
+    rows = duckdb.sql("SELECT installed FROM duckdb_extensions() WHERE extension_name = 'httpfs'").fetchall()
+    return bool(rows and rows[0][0])
+
+
+@pytest.mark.skipif(not httpfs_installed(), reason="DuckDB's httpfs extension is not installed (no network to fetch it)")
 def test_duckdb_httpfs_reads_the_bucket(s3, s3_endpoint):
     fs, bucket = s3
     wh = Warehouse(f"s3://{bucket}/wh", filesystem=fs)
     wh.export_run(make_run(), history(3))
     secret = {"key_id": "test", "secret": "test", "region": "us-east-1", "endpoint": s3_endpoint,
               "url_style": "path", "use_ssl": False}
-    try:
-        con = wh.connect(s3_secret=secret)
-    except WarehouseCatalogError as exc:
-        pytest.skip(f"httpfs unavailable here: {exc}")
+    con = wh.connect(s3_secret=secret)
     assert con.execute("SELECT count(*) FROM history").fetchall() == [(3,)]
 
 
