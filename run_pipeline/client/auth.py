@@ -22,6 +22,9 @@ class Redactor:
             secrets.append(urllib.parse.quote(api_key, safe=""))
         self._secrets = [s for s in secrets if len(s) >= 4]
 
+    def __repr__(self) -> str:
+        return "<Redactor ***>"
+
     def text(self, value: object) -> str:
         text = str(value)
         for secret in self._secrets:

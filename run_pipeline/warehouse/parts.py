@@ -11,6 +11,7 @@ part whose types read back differently from the run-level type (see
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -169,8 +170,7 @@ class _PartBuilder:
         self._writer.write(table)
         self.rows += len(table)
         if self._metrics is not None:
-            long = _long_form(table, self.types, self.keys)
-            if len(long):
+            for long in _long_form(table, self.types, self.keys):
                 self._metrics.write(long)
 
     def close(self) -> PartInfo | None:
@@ -188,14 +188,17 @@ class _PartBuilder:
             self._metrics.abort()
 
 
-def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> pa.Table:
-    """Every non-null numeric value of a history slice as (step, key, value) rows."""
+#: Rows per row group of the long-form metrics files (bounds the memory one flush needs).
+METRICS_ROW_GROUP_ROWS = 1024 * 1024
+
+
+def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> Iterator[pa.Table]:
+    """Every non-null numeric value of a history slice as (step, key, value) rows, in tables of
+    about `METRICS_ROW_GROUP_ROWS` rows (a few columns each)."""
     numeric = [n for n, t in types.items() if t in NUMERIC]
-    if not numeric:
-        return METRICS_SCHEMA.empty_table()
     dictionary = pa.array([keys.get(n, n) for n in numeric], pa.string())
     steps = table.column(STEP).combine_chunks()
-    out_steps, out_idx, out_values = [], [], []
+    chunk: list[tuple[pa.Array, np.ndarray, pa.Array]] = []
     for i, name in enumerate(numeric):
         values = table.column(name).combine_chunks()
         if values.null_count == len(values):
@@ -205,14 +208,18 @@ def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> 
         if values.null_count:
             mask = values.is_valid()
             s, values = s.filter(mask), values.filter(mask)
-        out_steps.append(s)
-        out_values.append(values)
-        out_idx.append(np.full(len(values), i, dtype=np.int32))
-    if not out_steps:
-        return METRICS_SCHEMA.empty_table()
-    key = pa.DictionaryArray.from_arrays(pa.array(np.concatenate(out_idx)), dictionary)
-    return pa.Table.from_arrays([pa.concat_arrays(out_steps), key, pa.concat_arrays(out_values)],
-                                schema=METRICS_SCHEMA)
+        chunk.append((s, np.full(len(values), i, dtype=np.int32), values))
+        if sum(len(c[2]) for c in chunk) >= METRICS_ROW_GROUP_ROWS:
+            yield _long_table(chunk, dictionary)
+            chunk = []
+    if chunk:
+        yield _long_table(chunk, dictionary)
+
+
+def _long_table(chunk: list[tuple[pa.Array, np.ndarray, pa.Array]], dictionary: pa.Array) -> pa.Table:
+    key = pa.DictionaryArray.from_arrays(pa.array(np.concatenate([c[1] for c in chunk])), dictionary)
+    return pa.Table.from_arrays([pa.concat_arrays([c[0] for c in chunk]), key,
+                                 pa.concat_arrays([c[2] for c in chunk])], schema=METRICS_SCHEMA)
 
 
 class PartStream:
