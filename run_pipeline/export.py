@@ -73,7 +73,7 @@ def discover_runs(api: Api, entity: str, project: str, *, states=None, since: st
     filters = {"$and": clauses} if clauses else None
     out: list[FoundRun] = []
     for run in api.runs(f"{entity}/{project}", filters=filters, order="+heartbeat_at", per_page=LIST_PAGE_SIZE):
-        out.append(FoundRun(RunRef(entity, project, run.id), run.state, run._attrs.get("heartbeatAt") or "", run))
+        out.append(FoundRun(RunRef(entity, project, run.id), run.state, run.heartbeat_at or "", run))
         if limit is not None and len(out) >= limit:
             break
     return out

@@ -101,8 +101,11 @@ class RunRecord:
         if name in ("createdAt", "heartbeatAt", "updatedAt"):
             return {"createdAt": self.created_at, "heartbeatAt": self.heartbeat_at,
                     "updatedAt": parse_time(m.get("updated_at")) or self.heartbeat_at}[name]
+        # The same fallbacks as the GraphQL fields, so a filter matches what a client sees.
         if name == "username":
-            return (m.get("user") or {}).get("username", flt.MISSING)
+            return (m.get("user") or {}).get("username") or self.entity
+        if name == "displayName":
+            return m.get("display_name") or self.run_id
         if name == "duration":
             rt = self.summary.get("_runtime")
             return rt if isinstance(rt, (int, float)) else (self.heartbeat_at - self.created_at).total_seconds()
@@ -148,7 +151,7 @@ class ProjectRecord:
     @property
     def internal_id(self) -> str:
         # W&B's projectId/internalId are integers in a string; the SDK calls int() on them.
-        return str(int(hashlib.sha256(f"{self.entity}/{self.name}".encode()).hexdigest()[:12], 16))
+        return str(int(hashlib.sha256(f"{self.entity}/{self.name}".encode()).hexdigest()[:7], 16))  # < 2**31: GraphQL Int
 
     @property
     def created_at(self) -> datetime:
