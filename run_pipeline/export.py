@@ -181,3 +181,72 @@ def embedded_emulator(dataset_dir: str | Path | None = None) -> Iterator[Any]:
             shutil.rmtree(tmp, ignore_errors=True)
     with EmulatorServer(root) as server:
         yield server
+
+
+@dataclass(frozen=True)
+class RunInspection:
+    """What the asset checks and materialization metadata look at for one exported run."""
+
+    missing_files: list[str]
+    duplicate_steps: int
+    preview_markdown: str
+
+
+def inspect_run(warehouse: Warehouse, ref: RunRef, preview_rows: int = 5, preview_columns: int = 6) -> RunInspection:
+    """Check one exported run's files: its runs/run_config/run_summary files exist, how many
+    `_step` values repeat in its history, and a small preview of the last rows."""
+    import pyarrow.compute as pc
+    import pyarrow.dataset as ds
+    import pyarrow.fs as pafs
+
+    from run_pipeline.warehouse import RunKey
+    from run_pipeline.warehouse.export import RUN_FILES
+
+    root = warehouse.root
+    key = RunKey(ref.entity, ref.project, ref.run_id)
+    missing = []
+    for table, name in RUN_FILES.items():
+        path = f"{root.run_dir(table, key)}/{name}"
+        if root.fs.get_file_info(path).type != pafs.FileType.File:
+            missing.append(f"{table}/{name}")
+    history_dir = root.run_dir("history", key)
+    if root.fs.get_file_info(history_dir).type != pafs.FileType.Directory:
+        return RunInspection(missing, 0, "(no history)")
+    data = ds.dataset(history_dir, filesystem=root.fs, format="parquet", exclude_invalid_files=True)
+    steps = data.to_table(columns=["_step"]).column("_step")
+    duplicates = len(steps) - pc.count_distinct(steps).as_py() if len(steps) else 0
+    names = [n for n in data.schema.names if n not in ("entity", "project", "run_id")][:preview_columns]
+    table = data.to_table(columns=names)
+    tail = table.slice(max(0, table.num_rows - preview_rows))
+    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
+    for row in tail.to_pylist():
+        lines.append("| " + " | ".join("" if row[n] is None else f"{row[n]:.6g}" if isinstance(row[n], float)
+                                       else str(row[n])[:40] for n in names) + " |")
+    return RunInspection(missing, duplicates, "\n".join(lines))
+
+
+def exported_status(warehouse: Warehouse, ref: RunRef) -> tuple[str, str] | None:
+    """(state, heartbeat ISO text) of the run as last exported, or None if never exported."""
+    import pyarrow.fs as pafs
+    import pyarrow.parquet as pq
+
+    from run_pipeline.warehouse import RunKey
+    from run_pipeline.warehouse.export import RUN_FILES
+
+    root = warehouse.root
+    path = f"{root.run_dir('runs', RunKey(ref.entity, ref.project, ref.run_id))}/{RUN_FILES['runs']}"
+    if root.fs.get_file_info(path).type != pafs.FileType.File:
+        return None
+    row = pq.read_table(path, filesystem=root.fs, columns=["state", "heartbeat_at"]).to_pylist()[0]
+    hb = row["heartbeat_at"]
+    return row["state"], hb.strftime("%Y-%m-%dT%H:%M:%S") if hb is not None else ""
+
+
+def changed_runs(api: Api, warehouse: Warehouse, entity: str, project: str) -> list[FoundRun]:
+    """Runs whose state or heartbeat differ from their last export, or never exported: what a
+    nightly refresh must fetch, however long since the last one ran."""
+    out = []
+    for found in discover_runs(api, entity, project):
+        if exported_status(warehouse, found.ref) != (found.state, found.heartbeat_at[:19]):
+            out.append(found)
+    return out

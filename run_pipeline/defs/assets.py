@@ -5,7 +5,7 @@ metrics in Parquet; `wandb_catalog` keeps the DuckDB views over them (the only w
 import dagster as dg
 
 from run_pipeline.client import WandbNotFoundError
-from run_pipeline.export import RunRef
+from run_pipeline.export import RunRef, inspect_run
 from run_pipeline.settings import BACKFILL_PARTITIONS_PER_RUN
 
 from .partitions import wandb_runs_partitions
@@ -29,12 +29,17 @@ HISTORY_CHECK = dg.AssetCheckSpec("history_reconciled", asset="wandb_run_history
                                   description="Rows in the warehouse equal the rows the server holds for the run.")
 SYSTEM_CHECK = dg.AssetCheckSpec("system_metrics_reconciled", asset="wandb_run_system_metrics",
                                  description="System-metric events in the warehouse equal the server's count.")
+STEPS_CHECK = dg.AssetCheckSpec("steps_unique", asset="wandb_run_history",
+                                description="Every _step appears once per run (W&B allows repeats; they are kept "
+                                            "and reported here as a warning).")
+METADATA_CHECK = dg.AssetCheckSpec("config_and_summary_present", asset="wandb_runs",
+                                   description="Every exported run has its runs, run_config and run_summary files.")
 
 
 @dg.multi_asset(
     name="wandb_run_tables",
     specs=RUN_TABLE_SPECS,
-    check_specs=[HISTORY_CHECK, SYSTEM_CHECK],
+    check_specs=[HISTORY_CHECK, SYSTEM_CHECK, STEPS_CHECK, METADATA_CHECK],
     partitions_def=wandb_runs_partitions,
     backfill_policy=dg.BackfillPolicy.multi_run(max_partitions_per_run=BACKFILL_PARTITIONS_PER_RUN),
     can_subset=False,
@@ -64,25 +69,44 @@ def wandb_run_tables(context: dg.AssetExecutionContext, wandb: WandbResource, wa
                         + "; ".join(f"{k}: {v}" for k, v in list(failures.items())[:10]),
             metadata={"failed_runs": dg.MetadataValue.json(failures), "exported_runs": len(results)},
         )
-    history_rows = sum(r.history_rows_written for r in results)
+    wh = warehouse.get_warehouse()
+    inspections = {r.ref.partition_key: inspect_run(wh, r.ref) for r in results}
+    last = results[-1]
+    one = len(results) == 1
     yield dg.MaterializeResult(asset_key="wandb_runs", metadata={
-        "runs": len(results), "states": dg.MetadataValue.json(_count(r.state for r in results))})
+        "runs": len(results), "states": dg.MetadataValue.json(_count(r.state for r in results)),
+        "path": dg.MetadataValue.path(wh.root.location(wh.root.path("runs")))})
     yield dg.MaterializeResult(asset_key="wandb_run_config", metadata={"keys": sum(r.config_keys for r in results)})
     yield dg.MaterializeResult(asset_key="wandb_run_summary", metadata={"keys": sum(r.summary_keys for r in results)})
+    history = [r.written.history for r in results if r.written.history]
     yield dg.MaterializeResult(asset_key="wandb_run_history", metadata={
-        "rows_written": history_rows, "rows_total": sum(r.history_rows_total for r in results),
-        "last_step": max((r.last_step for r in results), default=-1),
-        "mode": dg.MetadataValue.json(_count(r.mode for r in results))})
+        "rows_written": sum(r.history_rows_written for r in results),
+        "rows_total": sum(r.history_rows_total for r in results),
+        "last_step": last.last_step if one else max(r.last_step for r in results),
+        "columns": max((h.columns for h in history), default=0),
+        "bytes": sum(h.bytes for h in history),
+        "mode": dg.MetadataValue.json(_count(r.mode for r in results)),
+        "path": dg.MetadataValue.path(history[-1].path if one and history else wh.root.location(wh.root.path("history"))),
+        "preview": dg.MetadataValue.md(f"Last rows of {last.ref.path}:\n\n{inspections[last.ref.partition_key].preview_markdown}"),
+    })
+    system = [r.written.system_metrics for r in results if r.written.system_metrics]
     yield dg.MaterializeResult(asset_key="wandb_run_system_metrics", metadata={
-        "rows_total": sum(r.system_rows_total for r in results)})
+        "rows_total": sum(r.system_rows_total for r in results), "bytes": sum(s.bytes for s in system)})
     bad_history = {r.ref.partition_key: [r.history_rows_total, r.server_history_rows] for r in results
-                   if r.history_rows_total != r.server_history_rows}
+                   if not r.reconciled}
     bad_system = {r.ref.partition_key: [r.system_rows_total, r.server_system_rows] for r in results
                   if r.system_rows_total != r.server_system_rows}
+    repeats = {k: i.duplicate_steps for k, i in inspections.items() if i.duplicate_steps}
+    missing = {k: i.missing_files for k, i in inspections.items() if i.missing_files}
     yield dg.AssetCheckResult(check_name=HISTORY_CHECK.name, asset_key="wandb_run_history", passed=not bad_history,
                               metadata={"mismatches [warehouse, server]": dg.MetadataValue.json(bad_history)})
     yield dg.AssetCheckResult(check_name=SYSTEM_CHECK.name, asset_key="wandb_run_system_metrics", passed=not bad_system,
                               metadata={"mismatches [warehouse, server]": dg.MetadataValue.json(bad_system)})
+    yield dg.AssetCheckResult(check_name=STEPS_CHECK.name, asset_key="wandb_run_history", passed=not repeats,
+                              severity=dg.AssetCheckSeverity.WARN,
+                              metadata={"repeated steps per run": dg.MetadataValue.json(repeats)})
+    yield dg.AssetCheckResult(check_name=METADATA_CHECK.name, asset_key="wandb_runs", passed=not missing,
+                              metadata={"missing files": dg.MetadataValue.json(missing)})
 
 
 @dg.asset(

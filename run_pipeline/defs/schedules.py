@@ -1,35 +1,38 @@
-"""`wandb_nightly_schedule`: every night, export every run whose heartbeat moved since the
-previous night (running runs too: exports are incremental, so only new steps are fetched)."""
-
-
-from datetime import timedelta
+"""`wandb_nightly_schedule`: every night, export every run whose state or heartbeat changed
+since its last export (running runs too: exports are incremental, so only new steps are
+fetched). Comparing with the warehouse, not with the clock, means a missed night loses nothing."""
 
 import dagster as dg
 
-from run_pipeline.export import discover_runs
-from run_pipeline.settings import NIGHTLY_CRON
+from run_pipeline.export import changed_runs
 
 from .jobs import wandb_export_job
 from .partitions import wandb_runs_partitions
-from .resources import WandbResource
+from .resources import WandbResource, WarehouseResource
 
 
-@dg.schedule(job=wandb_export_job, cron_schedule=NIGHTLY_CRON, execution_timezone="UTC",
-             description="Nightly incremental export of every run updated in the last day.")
-def wandb_nightly_schedule(context: dg.ScheduleEvaluationContext, wandb: WandbResource):
-    since = (context.scheduled_execution_time - timedelta(days=1, hours=1)).strftime("%Y-%m-%dT%H:%M:%S")
-    found = []
-    with wandb.get_api() as api:
-        entity, projects = wandb.target(api)
-        for project in projects:
-            found.extend(discover_runs(api, entity, project, since=since))
-    if not found:
-        return dg.SkipReason(f"no run updated since {since}")
-    keys = sorted({r.ref.partition_key for r in found})
-    existing = set(context.instance.get_dynamic_partitions(wandb_runs_partitions.name))
-    missing = [k for k in keys if k not in existing]
-    if missing:
-        # Schedules cannot return partition requests; the partitions must exist before the runs.
-        context.instance.add_dynamic_partitions(wandb_runs_partitions.name, missing)
-    tick = context.scheduled_execution_time.strftime("%Y-%m-%d")
-    return [dg.RunRequest(partition_key=k, run_key=f"nightly-{tick}-{k}") for k in keys]
+def build_nightly_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
+    @dg.schedule(name="wandb_nightly_schedule", job=wandb_export_job, cron_schedule=cron,
+                 execution_timezone=timezone,
+                 description=f"Incremental export of every run changed since its last export ({cron}, {timezone}).")
+    def wandb_nightly_schedule(context: dg.ScheduleEvaluationContext, wandb: WandbResource,
+                               warehouse: WarehouseResource):
+        found = []
+        with wandb.get_api() as api:
+            entity, projects = wandb.target(api)
+            wh = warehouse.get_warehouse()
+            for project in projects:
+                found.extend(changed_runs(api, wh, entity, project))
+        if not found:
+            return dg.SkipReason("every run is exported up to date")
+        keys = sorted({r.ref.partition_key for r in found})
+        existing = set(context.instance.get_dynamic_partitions(wandb_runs_partitions.name))
+        missing = [k for k in keys if k not in existing]
+        if missing:
+            # Schedules cannot return partition requests; the partitions must exist before the runs.
+            context.instance.add_dynamic_partitions(wandb_runs_partitions.name, missing)
+        tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
+        return [dg.RunRequest(partition_key=r.ref.partition_key, run_key=f"nightly-{tick}-{r.ref.partition_key}",
+                              tags={"wandb/state": r.state}) for r in found]
+
+    return wandb_nightly_schedule

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from datetime import datetime
 from typing import Any
 
@@ -46,6 +46,10 @@ class Warehouse:
     def run_state(self, entity: str, project: str, run_id: str, table: str = HISTORY) -> state.RunState | None:
         """The committed manifest of a run's history (or system metrics), None if never exported."""
         return state.read_state(self.root, table, RunKey(entity, project, run_id))
+
+    def run_states(self, table: str = HISTORY) -> Iterator[tuple[RunKey, state.RunState]]:
+        """Every exported run with its committed history (or system metrics) state."""
+        return state.iter_run_states(self.root, table)
 
     def last_exported_step(self, entity: str, project: str, run_id: str) -> int:
         """Last committed history step of a run; -1 when none."""

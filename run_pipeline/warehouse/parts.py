@@ -87,12 +87,13 @@ def part_name(generation: int, seq: int) -> str:
     return f"part-{generation:06d}-{seq:05d}.parquet"
 
 
-def part_generation(name: str) -> int:
-    """Generation number of a part file name (0 for names this package did not write)."""
+def parse_part_name(name: str) -> tuple[int, int]:
+    """(generation, sequence) of a part file name; (0, 0) for names this package did not write."""
     try:
-        return int(name.split("-")[1])
-    except (IndexError, ValueError):
-        return 0
+        _, generation, seq = name.removesuffix(".parquet").split("-")
+        return int(generation), int(seq)
+    except ValueError:
+        return 0, 0
 
 
 @dataclass

@@ -12,7 +12,7 @@ import pyarrow.parquet as pq
 
 from .layout import METRICS, RunKey, WarehouseRoot
 from .parquet import Stage
-from .parts import PartInfo, PartStream, SeriesSpec, part_name, rewrite_part
+from .parts import PartInfo, PartStream, SeriesSpec, parse_part_name, part_name, rewrite_part
 from .schema import NULL, STEP, ColumnNamer, join_types, view_equivalent
 from .state import RunState, commit, is_consistent, list_parts, read_state
 
@@ -79,7 +79,7 @@ def _export(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, stage: S
     if previous is not None:
         generation = previous.generation
         namer = ColumnNamer(spec.reserved, [(k, p) for k, p, _ in previous.columns])
-        first_seq = 1 + max((int(p.name.split("-")[2].split(".")[0]) for p in previous.parts), default=-1)
+        first_seq = 1 + max((parse_part_name(p.name)[1] for p in previous.parts), default=-1)
         min_step = previous.last_step + 1
     else:
         generation = max(state.generation if state else 0, listing.generation()) + 1
@@ -117,9 +117,7 @@ def _export(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, stage: S
     new_parts = [_align(spec, p, final, stage, keys) for p in new_parts]
 
     parts = committed + new_parts
-    order = {physical: i for i, physical in enumerate(namer.columns.values())}
-    columns = sorted(((key, physical, final[physical]) for key, physical in namer.columns.items()
-                      if physical in final), key=lambda c: order[c[1]])
+    columns = [(key, physical, final[physical]) for key, physical in namer.columns.items() if physical in final]
     rows = sum(p.rows for p in parts)
     last_step = max((p.last for p in parts if p.last is not None), default=-1)
     new_state = RunState(spec.table, generation, parts, columns, rows, last_step)
@@ -133,7 +131,7 @@ def _align(spec: SeriesSpec, part: PartInfo, final: dict[str, str], stage: Stage
     if all(view_equivalent(t, final[n]) for n, t in part.columns.items()):
         return part
     source = pq.ParquetFile(stage.local_file(spec.table, part.name))
-    generation, seq = (int(x) for x in part.name[len("part-"):-len(".parquet")].split("-"))
+    generation, seq = parse_part_name(part.name)
     return rewrite_part(spec, source, part, final, stage, keys, generation, seq)
 
 

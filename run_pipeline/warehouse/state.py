@@ -21,13 +21,16 @@ export notices and does a full replace.
 from __future__ import annotations
 
 import json
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from datetime import datetime, timezone
 from typing import Any
 
-from .layout import METRICS, PARQUET_SUFFIX, RunKey, WarehouseRoot
+import pyarrow.fs as pafs
+
+from .layout import METRICS, PARQUET_SUFFIX, RunKey, WarehouseRoot, decode_partition_value
 from .parquet import Stage, delete_file, list_files, write_bytes_file
-from .parts import PartInfo, SeriesSpec, part_generation
+from .parts import PartInfo, SeriesSpec, parse_part_name
 
 MANIFEST = "_manifest.json"
 #: Bump when the on-disk format changes: older manifests then force a full replace.
@@ -95,6 +98,22 @@ def last_exported_step(root: WarehouseRoot, run: RunKey, table: str = "history")
     return state.last_step if state is not None else -1
 
 
+def iter_run_states(root: WarehouseRoot, table: str = "history") -> Iterator[tuple[RunKey, RunState]]:
+    """Every run with a committed manifest in `table`, with its state (one listing of the
+    table plus one small read per run)."""
+    selector = pafs.FileSelector(root.path(table), recursive=True, allow_not_found=True)
+    for info in root.fs.get_file_info(selector):
+        if info.type != pafs.FileType.File or info.base_name != MANIFEST:
+            continue
+        components = info.path[len(root.path(table)) + 1:].split("/")[:-1]
+        if len(components) != 3 or not all("=" in c for c in components):
+            continue
+        run = RunKey(*(decode_partition_value(c.split("=", 1)[1]) for c in components))
+        state = read_state(root, table, run)
+        if state is not None:
+            yield run, state
+
+
 @dataclass
 class Listing:
     """The part files actually present for a run (what the views see)."""
@@ -103,7 +122,7 @@ class Listing:
     metrics: list[str]
 
     def generation(self) -> int:
-        return max((part_generation(n) for n in [*self.series, *self.metrics]), default=0)
+        return max((parse_part_name(n)[0] for n in [*self.series, *self.metrics]), default=0)
 
 
 def list_parts(root: WarehouseRoot, spec: SeriesSpec, run: RunKey) -> Listing:

@@ -11,9 +11,10 @@ import pytest
 from run_pipeline.defs.assets import wandb_catalog, wandb_run_tables
 from run_pipeline.defs.partitions import wandb_runs_partitions
 from run_pipeline.defs.resources import WandbResource, WarehouseResource
-from run_pipeline.defs.schedules import wandb_nightly_schedule
+from run_pipeline.defs.schedules import build_nightly_schedule
 from run_pipeline.defs.sensors import wandb_finished_runs_sensor
 from run_pipeline.export import RunRef
+from run_pipeline.settings import NIGHTLY_CRON
 
 PROJECT = "image-classification"
 
@@ -51,7 +52,7 @@ def test_materialize_partitions_then_catalog(emulator, resources, tmp_path):
     results = materialize(keys, resources, instance)
     assert all(r.success for r in results)
     checks = [e for r in results for e in r.get_asset_check_evaluations()]
-    assert len(checks) == 8 and all(c.passed for c in checks)
+    assert len(checks) == 16 and all(c.passed for c in checks)
     cat = dg.materialize([wandb_catalog], resources=resources, instance=instance)
     assert cat.success
     con = duckdb.connect(str(tmp_path / "wh" / "warehouse.duckdb"), read_only=True)
@@ -110,19 +111,27 @@ def test_sensor_requests_finished_runs_once(emulator, resources):
     assert result2.dynamic_partitions_requests[0].partition_keys == [RunRef("demo", PROJECT, running).partition_key]
 
 
-def test_schedule_requests_recently_updated_runs(emulator, resources):
-    run_id = next(iter(disk_runs(emulator)))
-    emulator.store.touch_heartbeat("demo", PROJECT, run_id)
-    now = datetime.now(timezone.utc)
-    since = (now - timedelta(days=1, hours=1)).replace(microsecond=0)
-    expected = {rid for rid, m in disk_runs(emulator).items()
-                if datetime.fromisoformat(m["heartbeat_at"].replace("Z", "+00:00")) >= since}
-    assert run_id in expected
+def test_schedule_requests_runs_changed_since_their_export(emulator, resources):
+    schedule = build_nightly_schedule(NIGHTLY_CRON, "UTC")
+    runs = disk_runs(emulator)
     with dg.instance_for_test() as instance:  # schedules need an instance with a ref
-        ctx = dg.build_schedule_context(instance=instance, resources=resources, scheduled_execution_time=now)
-        requests = list(wandb_nightly_schedule(ctx))
-        assert {RunRef.from_partition_key(r.partition_key).run_id for r in requests} == expected
-        assert RunRef("demo", PROJECT, run_id).partition_key in instance.get_dynamic_partitions(wandb_runs_partitions.name)
+
+        def tick():
+            ctx = dg.build_schedule_context(instance=instance, resources=resources,
+                                            scheduled_execution_time=datetime.now(timezone.utc))
+            result = schedule(ctx)
+            return result if isinstance(result, dg.SkipReason) else list(result)
+
+        first = tick()
+        assert {RunRef.from_partition_key(r.partition_key).run_id for r in first} == set(runs)
+        assert set(instance.get_dynamic_partitions(wandb_runs_partitions.name)) == {r.partition_key for r in first}
+        for r in first:
+            dg.materialize([wandb_run_tables], partition_key=r.partition_key, resources=resources, instance=instance)
+        assert isinstance(tick(), dg.SkipReason)
+        run_id = next(iter(runs))
+        emulator.store.append_history("demo", PROJECT, run_id, [{"_step": 10**6, "late": 1.0}])
+        again = tick()
+        assert [RunRef.from_partition_key(r.partition_key).run_id for r in again] == [run_id]
 
 
 def test_partition_keys_round_trip_hostile_names():

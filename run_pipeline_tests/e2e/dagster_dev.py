@@ -56,7 +56,8 @@ BACKFILL = """
 query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   __typename
   ... on PartitionBackfill { id status partitionNames numPartitions endTimestamp
-                             runs(limit: 100) { id status tags { key value } } }
+                             runs(limit: 100) { id status tags { key value }
+                                                assetMaterializations { assetKey { path } partition } } }
   ... on PythonError { message }
   ... on BackfillNotFoundError { message }
 } }"""
