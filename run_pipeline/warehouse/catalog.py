@@ -9,15 +9,16 @@ DOUBLE gives DOUBLE, BOOLEAN with BIGINT gives BIGINT, and any type with VARCHAR
 (`col::JSON` to query them); they are not DuckDB JSON columns because DuckDB refuses to union a
 JSON column with a VARCHAR one.
 
-`refresh_catalog` is the only writer of `<root>/warehouse.duckdb`. It is only needed to create
-the views the first time and to turn a table's empty placeholder view into a real one once its
-first file exists; calling it again is harmless.
+`refresh_catalog` is the only writer of `<root>/warehouse.duckdb` and replaces it atomically. It
+is only needed to create the views the first time and to turn a table's empty placeholder view
+into a real one once its first file exists; calling it again is harmless.
 """
 
 from __future__ import annotations
 
 import os
 import time
+import uuid
 from collections.abc import Iterator
 
 import duckdb
@@ -64,7 +65,6 @@ EMPTY_COLUMNS = {
     SYSTEM_METRICS: [*_ID_TYPES, ("_timestamp", "DOUBLE"), ("_runtime", "DOUBLE")],
     METRICS: [*_ID_TYPES, ("step", "BIGINT"), ("key", "VARCHAR"), ("value", "DOUBLE")],
 }
-_LOCK_RETRIES = 20
 
 
 def _literal(text: str) -> str:
@@ -119,6 +119,9 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
                     database: str | os.PathLike | None = None) -> dict:
     """(Re)create every view in `<root>/warehouse.duckdb` (or `database`); idempotent.
 
+    The catalog is built in a temporary file next to it and renamed over it, so a refresh never
+    waits for (or breaks) a reader that has the old catalog open, and concurrent refreshes
+    cannot corrupt it. The file holds these views only: anything else stored in it is lost.
     Returns figures for a materialization: the database path, the views, the tables still
     empty, the number of runs, and the seconds it took.
     """
@@ -129,35 +132,27 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
             raise WarehouseCatalogError("a non-local root needs an explicit local `database` path")
         wr.fs.create_dir(wr.base, recursive=True)
         database = wr.catalog_path()
+    database = os.fspath(database)
     empty = _empty_tables(wr)
-    statements = _statements(wr, empty)
-    con = _connect_for_write(os.fspath(database))
+    temporary = f"{database}.{uuid.uuid4().hex}.tmp"
     try:
-        con.execute("BEGIN TRANSACTION")
-        for sql in statements:
-            con.execute(sql)
-        con.execute("COMMIT")
-        runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+        con = duckdb.connect(temporary)
+        try:
+            for sql in _statements(wr, empty):
+                con.execute(sql)
+            runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+        finally:
+            con.close()
+        os.replace(temporary, database)
     except duckdb.Error as exc:
         raise WarehouseCatalogError(f"refreshing {database} failed: {exc}") from exc
     finally:
-        con.close()
-    return {"database": os.fspath(database), "views": ", ".join(TABLES), "empty_tables": ", ".join(t for t in TABLES if t in empty),
+        for leftover in (temporary, temporary + ".wal"):
+            if os.path.exists(leftover):
+                os.remove(leftover)
+    return {"database": database, "views": ", ".join(TABLES),
+            "empty_tables": ", ".join(t for t in TABLES if t in empty),
             "runs": int(runs), "seconds": round(time.monotonic() - started, 3)}
-
-
-def _connect_for_write(database: str) -> duckdb.DuckDBPyConnection:
-    """DuckDB allows one writing process per file: wait a little for another refresh."""
-    delay = 0.05
-    for attempt in range(_LOCK_RETRIES):
-        try:
-            return duckdb.connect(database)
-        except duckdb.IOException as exc:
-            if "lock" not in str(exc).lower() or attempt == _LOCK_RETRIES - 1:
-                raise WarehouseCatalogError(f"cannot open {database} for writing: {exc}") from exc
-            time.sleep(delay)
-            delay = min(delay * 2, 1.0)
-    raise AssertionError("unreachable")
 
 
 def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSystem | None = None,

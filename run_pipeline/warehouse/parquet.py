@@ -98,7 +98,7 @@ class LazyParquetWriter:
 class Stage:
     """One export's scratch space.
 
-    On a local root it is `<root>/_staging/<table>/<run partition>/`, on the root's filesystem
+    On a local root it is `<root>/_staging/<table>/<run token>/`, on the root's filesystem
     so placing a file is a rename. On an object store files are written to a local temporary
     directory and uploaded when placed; `upload` first copies them to the same `_staging/`
     prefix in the bucket when a replace must keep its delete-then-place window short.

@@ -122,3 +122,17 @@ def test_config_differs_in_one_key(example_warehouse):
         ("nlp", "n1", "n2", "seed", 1, 2),
         ("vision", "r1", "r2", "optimizer.lr", 0.1, 0.01),
     ]
+
+
+def test_refresh_does_not_wait_for_open_readers(tmp_path):
+    refresh_catalog(tmp_path)
+    reader = duckdb.connect(str(tmp_path / "warehouse.duckdb"), read_only=True)
+    try:
+        assert reader.execute("SELECT count(*) FROM history").fetchall() == [(0,)]
+        export_run(tmp_path, make_run(), [batch([0], {"x": [1.0]})])
+        assert refresh_catalog(tmp_path)["runs"] == 1  # the old file stays readable meanwhile
+        assert reader.execute("SELECT count(*) FROM runs").fetchall() == [(0,)]
+    finally:
+        reader.close()
+    assert query(tmp_path, "SELECT count(*) FROM history", catalog=True) == [(1,)]
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("warehouse")) == ["warehouse.duckdb"]
