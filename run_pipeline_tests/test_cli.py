@@ -3,6 +3,8 @@ scripts rely on."""
 
 import json
 import os
+import re
+from pathlib import Path
 import socket
 import subprocess
 import sys
@@ -41,6 +43,20 @@ def test_demo_exports_everything_and_reruns_harmlessly(tmp_path):
     con = duckdb.connect(str(wh / "warehouse.duckdb"), read_only=True)
     assert con.execute("SELECT count(*) FROM history").fetchone()[0] == 9688
     assert con.execute("SELECT count(DISTINCT run_id) FROM runs").fetchone()[0] == 36
+    # The README's example SQL runs and agrees with the tested, parameterised versions.
+    readme = (Path(__file__).parents[1] / "README.md").read_text()
+    section = readme[readme.index("### Example queries"):readme.index("## Scaling out")]
+    best, curve, mean10, onekey = re.findall(r"```sql\n(.*?)```", section, re.S)
+    from run_pipeline.warehouse import EXAMPLES
+
+    def example(name, **params):
+        return con.execute(EXAMPLES[name][1], params).fetchall()
+
+    assert sorted(con.execute(best).fetchall()) == sorted(example("best_run_per_project", metric="eval/acc", maximize=True))
+    assert con.execute(curve).fetchall() == example("metric_curve", entity="demo", project="llm-finetune",
+                                                   run_id="98kbembp", metric="train/loss")
+    assert [r[:4] for r in con.execute(mean10).fetchall()] == [r[:4] for r in example("mean_over_last_10_percent", metric="train/loss")]
+    assert [r[:5] for r in con.execute(onekey).fetchall()] == [r[:5] for r in example("config_differs_in_one_key")]
 
 
 def _env(emulator):
