@@ -164,6 +164,13 @@ def _restore_time(v: Any) -> Any:
     return parse_time(v["$t"]) if isinstance(v, dict) and "$t" in v else v
 
 
+def _run_by_storage_id(store: Store, storage_id: str) -> RunRecord:
+    rec = store.by_storage_id.get(storage_id)
+    if rec is None:
+        raise GraphQLError(f"run {storage_id!r} not found")
+    return rec
+
+
 def _check_filters(filters: Any) -> Any:
     if filters is not None and not isinstance(filters, dict):
         raise GraphQLError(f"filters must be a JSON object, got {type(filters).__name__}")
@@ -385,9 +392,7 @@ class Root:
         with store.lock:
             inserted = False
             if input.get("id"):
-                rec = store.by_storage_id.get(input["id"])
-                if rec is None:
-                    raise GraphQLError(f"run {input['id']!r} not found")
+                rec = _run_by_storage_id(store, input["id"])
             else:
                 entity = input.get("entityName") or store.default_entity
                 project = input.get("modelName") or "uncategorized"
@@ -411,9 +416,7 @@ class Root:
 
     def deleteRun(self, info, input):
         store = _store(info)
-        rec = store.by_storage_id.get(input["id"])
-        if rec is None:
-            raise GraphQLError(f"run {input['id']!r} not found")
+        rec = _run_by_storage_id(store, input["id"])
         store.delete_run(rec, bool(input.get("deleteArtifacts")))
         return {"clientMutationId": input.get("clientMutationId")}
 
@@ -448,9 +451,7 @@ class Root:
 
     def updateRunState(self, info, input):
         store = _store(info)
-        rec = store.by_storage_id.get(input["id"])
-        if rec is None:
-            raise GraphQLError(f"run {input['id']!r} not found")
+        rec = _run_by_storage_id(store, input["id"])
         try:
             store.update_run(rec, state=input["state"])
         except ValueError as exc:
@@ -459,9 +460,7 @@ class Root:
 
     def stopRun(self, info, input):
         store = _store(info)
-        rec = store.by_storage_id.get(input["id"])
-        if rec is None:
-            raise GraphQLError(f"run {input['id']!r} not found")
+        rec = _run_by_storage_id(store, input["id"])
         store.update_run(rec, stop_requested=True)
         return {"success": True}
 
