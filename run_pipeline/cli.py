@@ -82,8 +82,15 @@ def _cmd_emulator(args: argparse.Namespace) -> int:
 
 
 def _cmd_sample_data(args: argparse.Namespace) -> int:
+    from run_pipeline.emulator.hostile import generate_hostile
     from run_pipeline.emulator.sample import generate
 
+    if args.hostile:
+        hostile = generate_hostile(Path(args.dir), seed=args.seed)
+        refused = sum(1 for r in hostile.runs if r.refused)
+        print(f"wrote the hostile corpus: {len(hostile.runs)} runs ({hostile.history_rows} history rows; "
+              f"{refused} must be refused by an exporter) to {hostile.root}")
+        return EXIT_OK
     summary = generate(Path(args.dir), entity=args.entity, projects=args.projects, runs=args.runs,
                        steps=args.steps, metrics=args.metrics, seed=args.seed)
     print(f"wrote {summary.runs} runs ({summary.history_rows} history rows) in {len(summary.projects)} projects "
@@ -111,6 +118,9 @@ def _export(api, warehouse, targets, *, full: bool, workers: int, quiet: bool) -
                     continue
                 results.append(result)
                 progress.update(target.ref.path, result.history_rows_written, result.describe())
+                if not result.reconciled:  # landed, but not all of it: never report that as success
+                    failures[target.ref.path] = (f"{result.history_rows_total} history rows in the warehouse, "
+                                                 f"but the server holds {result.server_history_rows}")
     finally:
         progress.close()
     return results, failures
@@ -160,7 +170,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from run_pipeline.client import Api, WandbAuthError, WandbNotFoundError, WandbTransportError
+    from run_pipeline.client import Api, RetryPolicy, WandbAuthError, WandbNotFoundError, WandbTransportError
     from run_pipeline.export import discover_runs
     from run_pipeline.warehouse import Warehouse, WarehouseError
 
@@ -169,12 +179,15 @@ def _cmd_export(args: argparse.Namespace) -> int:
     if not projects:
         return _fail(EXIT_USAGE, "no project: pass --project P (repeatable) or set WANDB_PROJECT")
     root = _warehouse_root(args)
+    doing = "looking up the key's default entity"  # named when the server cannot be reached
     try:
         warehouse = Warehouse(root)
-        with Api(base_url=args.base_url or None, timeout=args.timeout) as api:
+        with Api(base_url=args.base_url or None, timeout=args.timeout,
+                 retry=RetryPolicy(budget=args.retry_budget) if args.retry_budget is not None else None) as api:
             entity = entity or api.default_entity
             targets = []
             for project in projects:
+                doing = f"listing the runs of {entity}/{project}"
                 try:
                     api.project(project, entity)
                 except WandbNotFoundError:
@@ -184,6 +197,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
                                              run_ids=args.runs))
             if not args.quiet:
                 print(f"{len(targets)} runs to export from {api.base_url} into {root}", file=sys.stderr)
+            doing = "exporting runs"
             results, failures = _export(api, warehouse, targets, full=args.full, workers=args.workers,
                                         quiet=args.quiet)
         warehouse.refresh_catalog() if warehouse.root.is_local else None
@@ -192,7 +206,7 @@ def _cmd_export(args: argparse.Namespace) -> int:
     except WandbNotFoundError as exc:
         return _fail(EXIT_NOT_FOUND, str(exc))
     except WandbTransportError as exc:
-        return _fail(EXIT_UNREACHABLE, f"W&B server unreachable: {exc}")
+        return _fail(EXIT_UNREACHABLE, f"W&B server unreachable while {doing}: {exc}")
     except WarehouseError as exc:
         return _fail(EXIT_USAGE, f"warehouse {root}: {exc}")
     written = sum(r.history_rows_written for r in results)
@@ -293,6 +307,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--workers", type=int, default=4, help="runs exported at once (default 4)")
     p.add_argument("--full", action="store_true", help="re-export runs whole instead of incrementally")
     p.add_argument("--timeout", type=float, default=60.0, help="seconds per HTTP request (default 60)")
+    p.add_argument("--retry-budget", type=float, default=None, metavar="SECONDS",
+                   help="seconds one request may spend retrying (backoff, Retry-After) before its run fails, "
+                        "or the export when the server cannot be reached (default: the client's, 120)")
     p.add_argument("--quiet", action="store_true", help="no progress output")
     p.set_defaults(func=_cmd_export)
 
@@ -326,6 +343,8 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--steps", type=int, default=500, help="largest number of steps in a run (default 500)")
     p.add_argument("--metrics", type=int, default=8, help="dense train metrics per run (default 8)")
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
+    p.add_argument("--hostile", action="store_true",
+                   help="write the hostile corpus instead (odd keys, values, steps and names; a 5 MB config)")
     p.set_defaults(func=_cmd_sample_data)
     return parser
 

@@ -13,9 +13,9 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote, unquote
 
-from run_pipeline.client import Api, Run
+from run_pipeline.client import Api, Run, WandbClientError
 from run_pipeline.settings import LIST_PAGE_SIZE, TERMINAL_STATES
-from run_pipeline.warehouse import RunExport, Warehouse
+from run_pipeline.warehouse import RunExport, Warehouse, WarehouseError
 
 # Characters Dagster partition keys must not contain (and "%", our escape), plus "/" which
 # separates the three parts.
@@ -142,7 +142,21 @@ class Exporter:
         """Export one run: incremental (only steps after the last exported one are fetched)
         unless `full`, which replaces the run's partitions."""
         start = time.perf_counter()
-        run = self.api.run(target.path) if isinstance(target, RunRef) else target
+        ref = target if isinstance(target, RunRef) else RunRef(target.entity, target.project, target.id)
+        try:
+            if isinstance(target, RunRef):
+                # Read the run under its lock: an export of it running elsewhere (a sensor's run and
+                # a backfill of the same partition) finishes first, so this one sees its result.
+                with self.warehouse.run_lock(target.entity, target.project, target.run_id):
+                    # Not `api.run(target.path)`: parsing a path mangles names with "/runs/" or edge spaces.
+                    run = Run(self.api, target.entity, target.project, target.run_id)
+                    return self._export(run, full, start)
+            return self._export(target, full, start)
+        except (WandbClientError, WarehouseError) as exc:
+            _name_run(exc, ref.path)
+            raise
+
+    def _export(self, run: Run, full: bool, start: float) -> ExportResult:
         ref = RunRef(run.entity, run.project, run.id)
         meta = run_metadata(run)
         written = self.warehouse.export_run(
@@ -155,6 +169,13 @@ class Exporter:
 
     def refresh_catalog(self) -> dict:
         return self.warehouse.refresh_catalog()
+
+
+def _name_run(exc: Exception, path: str) -> None:
+    """Put the run's path in front of an error's message (same class, attributes and cause), so
+    "gave up on GraphQL RunFullHistory ..." says which run it gave up on."""
+    if exc.args and isinstance(exc.args[0], str) and path not in exc.args[0]:
+        exc.args = (f"run {path}: {exc.args[0]}", *exc.args[1:])
 
 
 def default_emulator_dataset() -> Path:

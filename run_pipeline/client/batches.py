@@ -19,7 +19,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from run_pipeline.client.transport import parse_json
+from run_pipeline.client.transport import may_hold_big_ints, parse_json
 
 STEP = "_step"
 JSON_METADATA = {b"run_pipeline.json": b"1"}
@@ -37,10 +37,13 @@ def parse_rows(strings: Sequence[str]) -> list[dict[str, Any]]:
     """Parse W&B history row strings; accepts NaN/Infinity and integers of any size."""
     if not strings:
         return []
-    try:
-        return orjson.loads("[" + ",".join(strings) + "]")
-    except orjson.JSONDecodeError:
-        return [parse_json(s) for s in strings]
+    page = "[" + ",".join(strings) + "]"
+    if not may_hold_big_ints(page):
+        try:
+            return orjson.loads(page)
+        except orjson.JSONDecodeError:
+            pass
+    return [parse_json(s) for s in strings]
 
 
 def _json_text(value: Any) -> str:

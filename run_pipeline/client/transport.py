@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import re
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -40,19 +41,36 @@ DEFAULT_BASE_URL = "https://api.wandb.ai"
 USER_AGENT = "run_pipeline W&B Public Client"
 
 
+# orjson reads an integer beyond 64 bits as a float, silently rounding it (2**64 + 1 becomes
+# 1.8446744073709552e+19). Text holding a run of 19 digits may have one, so it goes to the
+# exact stdlib parser; a false positive (a long mantissa, digits in a string) only costs speed.
+_LONG_DIGITS_TEXT = re.compile(r"[0-9]{19}")
+_LONG_DIGITS_BYTES = re.compile(rb"[0-9]{19}")
+
+
+def may_hold_big_ints(data: bytes | str) -> bool:
+    """Whether JSON text may hold an integer orjson would round (see `parse_json`)."""
+    pattern = _LONG_DIGITS_TEXT if isinstance(data, str) else _LONG_DIGITS_BYTES
+    return pattern.search(data) is not None
+
+
 def parse_json(data: bytes | str) -> Any:
-    """Parse JSON fast with orjson, falling back to the stdlib for what orjson rejects:
-    `NaN`/`Infinity` tokens and integers beyond 64 bits."""
-    try:
-        return orjson.loads(data)
-    except orjson.JSONDecodeError:
-        if isinstance(data, (bytes, bytearray, memoryview)):
-            data = bytes(data).decode("utf-8")
+    """Parse JSON fast with orjson, falling back to the stdlib for what orjson rejects
+    (`NaN`/`Infinity` tokens) or would round (integers beyond 64 bits)."""
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    if not may_hold_big_ints(data):
         try:
-            return json.loads(data)
-        except json.JSONDecodeError:
-            # W&B's own SDK retries JSONString payloads with strict=False (control characters).
-            return json.loads(data, strict=False)
+            return orjson.loads(data)
+        except orjson.JSONDecodeError:
+            pass
+    if isinstance(data, bytes):
+        data = data.decode("utf-8")
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError:
+        # W&B's own SDK retries JSONString payloads with strict=False (control characters).
+        return json.loads(data, strict=False)
 
 
 class _RetryableResponse(Exception):
@@ -320,6 +338,7 @@ __all__ = [
     "RetryPolicy",
     "Transport",
     "display_url",
+    "may_hold_big_ints",
     "parse_json",
     "parse_retry_after",
     "retry_delay",

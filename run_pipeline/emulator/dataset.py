@@ -10,6 +10,7 @@ import bisect
 import json
 import math
 import os
+import re
 import tempfile
 import threading
 from array import array
@@ -83,13 +84,20 @@ def read_run_meta(run_dir: Path) -> dict:
     return meta
 
 
+# orjson reads integers beyond 64 bits as (rounded) floats: lines with 19 digits in a row
+# may hold one and go to the exact stdlib parser.
+_LONG_DIGITS = re.compile(rb"[0-9]{19}")
+
+
 def parse_row(line: bytes | str) -> dict:
-    """Parse one JSONL row; NaN/Infinity tokens are allowed (orjson first, for speed)."""
-    try:
-        row = orjson.loads(line)
-    except orjson.JSONDecodeError:
-        row = json.loads(line)
-    return row
+    """Parse one JSONL row exactly; NaN/Infinity tokens are allowed (orjson first, for speed)."""
+    raw = line.encode("utf-8") if isinstance(line, str) else line
+    if _LONG_DIGITS.search(raw) is None:
+        try:
+            return orjson.loads(raw)
+        except orjson.JSONDecodeError:
+            pass
+    return json.loads(line)
 
 
 def dumps_row(row: dict) -> str:

@@ -3,7 +3,13 @@ catalog of views over it. Plain Python: no orchestrator import."""
 
 from .api import Warehouse
 from .catalog import connect, refresh_catalog, view_statements
-from .errors import WarehouseCatalogError, WarehouseDataError, WarehouseError, WarehousePathError
+from .errors import (
+    WarehouseCatalogError,
+    WarehouseDataError,
+    WarehouseError,
+    WarehouseLockError,
+    WarehousePathError,
+)
 from .examples import EXAMPLES
 from .export import MetadataResult, RunExport, delete_run, export_run, write_run_metadata
 from .layout import TABLES, RunKey, WarehouseRoot, decode_partition_value, encode_partition_value
@@ -13,7 +19,7 @@ from .state import RunState, iter_run_states, last_exported_step, read_state
 __all__ = [
     "EXAMPLES", "FULL", "INCREMENTAL", "TABLES", "UNCHANGED", "HistorySource", "MetadataResult", "RunExport",
     "RunKey", "RunState", "SeriesResult", "SystemSource", "Warehouse", "WarehouseCatalogError",
-    "WarehouseDataError", "WarehouseError", "WarehousePathError", "WarehouseRoot", "connect",
+    "WarehouseDataError", "WarehouseError", "WarehouseLockError", "WarehousePathError", "WarehouseRoot", "connect",
     "decode_partition_value", "delete_run", "encode_partition_value", "export_run", "iter_run_states",
     "last_exported_step", "read_state", "refresh_catalog", "view_statements", "write_run_metadata",
 ]

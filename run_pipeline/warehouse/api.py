@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Iterator, Mapping
+from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import Any
 
@@ -12,6 +13,7 @@ import pyarrow.fs as pafs
 
 from . import catalog, export, state
 from .layout import HISTORY, RunKey, WarehouseRoot
+from .lock import run_lock
 from .series import HistorySource, SystemSource
 
 
@@ -30,10 +32,16 @@ class Warehouse:
 
     def export_run(self, run: Mapping[str, Any], history: HistorySource | None = None,
                    system_metrics: SystemSource | None = None, *, incremental: bool = False,
-                   exported_at: datetime | None = None) -> export.RunExport:
+                   exported_at: datetime | None = None, lock_timeout: float | None = None) -> export.RunExport:
         """Export one run (see `export.export_run`)."""
         return export.export_run(self.root, run, history, system_metrics, incremental=incremental,
-                                 exported_at=exported_at)
+                                 exported_at=exported_at, lock_timeout=lock_timeout)
+
+    def run_lock(self, entity: str, project: str, run_id: str,
+                 timeout: float | None = None) -> AbstractContextManager[None]:
+        """The run's write lock (see `lock.run_lock`): hold it to read a run's source state and
+        export it with no other writer of the run in between. Re-entrant within a thread."""
+        return run_lock(self.root, RunKey(entity, project, run_id), timeout)
 
     def write_run_metadata(self, run: Mapping[str, Any]) -> export.MetadataResult:
         """Replace one run's row, config and summary."""

@@ -17,3 +17,7 @@ class WarehouseDataError(WarehouseError):
 
 class WarehouseCatalogError(WarehouseError):
     """The DuckDB catalog could not be written (typically: another process holds its lock)."""
+
+
+class WarehouseLockError(WarehouseError):
+    """Another writer held a run's lock for longer than the caller was willing to wait."""

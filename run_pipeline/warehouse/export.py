@@ -12,7 +12,9 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from .errors import WarehousePathError
 from .layout import RUN_CONFIG, RUN_SUMMARY, RUNS, TABLES, RunKey, WarehouseRoot
+from .lock import run_lock
 from .parquet import Stage, delete_file, list_files, write_table_file
 from .parts import HISTORY_SPEC, SYSTEM_SPEC
 from .records import key_value_table, run_key, runs_table
@@ -71,7 +73,7 @@ class RunExport:
 def export_run(root: Root, run: Mapping[str, Any], history: HistorySource | None = None,
                system_metrics: SystemSource | None = None, *, incremental: bool = False,
                filesystem: pafs.FileSystem | None = None,
-               exported_at: datetime | None = None) -> RunExport:
+               exported_at: datetime | None = None, lock_timeout: float | None = None) -> RunExport:
     """Export one run.
 
     `run` is the client's metadata dict (entity, project, run_id, name, state, created_at,
@@ -87,18 +89,32 @@ def export_run(root: Root, run: Mapping[str, Any], history: HistorySource | None
     commit), or the run's `last_step` / `history_line_count` show its history shrank. It does
     nothing to the history when both equal what is committed. History and system metrics are
     committed before the run's row, so `runs` never lists history that is not there yet.
+
+    One writer per run: on a local root the export holds the run's lock (`lock.run_lock`), so
+    a concurrent export of the same run waits for this one (at most `lock_timeout` seconds).
+    A run whose names cannot be stored is refused with `WarehousePathError` naming it.
     """
     wr = WarehouseRoot.parse(root, filesystem)
-    key = run_key(run)
-    history_result = system_result = None
-    if history is not None:
-        history_result = export_series(wr, HISTORY_SPEC, key, history, incremental=incremental,
-                                       source_last_step=_opt_int(run.get("last_step")),
-                                       source_rows=_opt_int(run.get("history_line_count")))
-    if system_metrics is not None:
-        system_result = export_series(wr, SYSTEM_SPEC, key, system_metrics)
-    metadata = write_run_metadata(wr, run, exported_at=exported_at)
+    key = _storable_key(run)
+    with run_lock(wr, key, lock_timeout):
+        history_result = system_result = None
+        if history is not None:
+            history_result = export_series(wr, HISTORY_SPEC, key, history, incremental=incremental,
+                                           source_last_step=_opt_int(run.get("last_step")),
+                                           source_rows=_opt_int(run.get("history_line_count")))
+        if system_metrics is not None:
+            system_result = export_series(wr, SYSTEM_SPEC, key, system_metrics)
+        metadata = _write_metadata(wr, key, run, exported_at)
     return RunExport(key, history_result, system_result, metadata)
+
+
+def _storable_key(run: Mapping[str, Any]) -> RunKey:
+    key = run_key(run)
+    try:
+        key.components()
+    except WarehousePathError as exc:
+        raise WarehousePathError(f"run {key.entity}/{key.project}/{key.run_id} cannot be stored: {exc}") from exc
+    return key
 
 
 def _opt_int(value: Any) -> int | None:
@@ -108,9 +124,15 @@ def _opt_int(value: Any) -> int | None:
 def write_run_metadata(root: Root, run: Mapping[str, Any], *, filesystem: pafs.FileSystem | None = None,
                        exported_at: datetime | None = None) -> MetadataResult:
     """Replace the run's row in `runs` and its rows in `run_config` and `run_summary`; each
-    is one file per run, replaced atomically."""
+    is one file per run, replaced atomically (under the run's lock)."""
     wr = WarehouseRoot.parse(root, filesystem)
-    key = run_key(run)
+    key = _storable_key(run)
+    with run_lock(wr, key):
+        return _write_metadata(wr, key, run, exported_at)
+
+
+def _write_metadata(wr: WarehouseRoot, key: RunKey, run: Mapping[str, Any],
+                    exported_at: datetime | None) -> MetadataResult:
     exported_at = exported_at or datetime.now(timezone.utc)
     config, summary = key_value_table(run.get("config")), key_value_table(run.get("summary"))
     tables = {RUNS: runs_table(run, exported_at), RUN_CONFIG: config, RUN_SUMMARY: summary}
@@ -131,12 +153,13 @@ def delete_run(root: Root, entity: str, project: str, run_id: str, *,
     """Remove every file of a run (e.g. deleted in W&B): its row first, then its series."""
     wr = WarehouseRoot.parse(root, filesystem)
     key = RunKey(entity, project, run_id)
-    for table in (RUNS, RUN_CONFIG, RUN_SUMMARY):
-        delete_file(wr.fs, f"{wr.run_dir(table, key)}/{RUN_FILES[table]}")
-    delete_series(wr, HISTORY_SPEC, key)
-    delete_series(wr, SYSTEM_SPEC, key)
-    for table in TABLES:
-        directory = wr.run_dir(table, key)
-        if not list_files(wr.fs, directory) and wr.fs.get_file_info(directory).type == pafs.FileType.Directory:
-            wr.fs.delete_dir(directory)
+    with run_lock(wr, key):
+        for table in (RUNS, RUN_CONFIG, RUN_SUMMARY):
+            delete_file(wr.fs, f"{wr.run_dir(table, key)}/{RUN_FILES[table]}")
+        delete_series(wr, HISTORY_SPEC, key)
+        delete_series(wr, SYSTEM_SPEC, key)
+        for table in TABLES:
+            directory = wr.run_dir(table, key)
+            if not list_files(wr.fs, directory) and wr.fs.get_file_info(directory).type == pafs.FileType.Directory:
+                wr.fs.delete_dir(directory)
 

@@ -200,6 +200,7 @@ def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> 
     dictionary = pa.array([keys.get(n, n) for n in numeric], pa.string())
     steps = table.column(STEP).combine_chunks()
     chunk: list[tuple[pa.Array, np.ndarray, pa.Array]] = []
+    chunk_rows = 0  # a running count: summing the chunk per key is quadratic on wide rows
     for i, name in enumerate(numeric):
         values = table.column(name).combine_chunks()
         if values.null_count == len(values):
@@ -210,9 +211,10 @@ def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> 
             mask = values.is_valid()
             s, values = s.filter(mask), values.filter(mask)
         chunk.append((s, np.full(len(values), i, dtype=np.int32), values))
-        if sum(len(c[2]) for c in chunk) >= METRICS_ROW_GROUP_ROWS:
+        chunk_rows += len(values)
+        if chunk_rows >= METRICS_ROW_GROUP_ROWS:
             yield _long_table(chunk, dictionary)
-            chunk = []
+            chunk, chunk_rows = [], 0
     if chunk:
         yield _long_table(chunk, dictionary)
 

@@ -44,7 +44,13 @@ def export_series(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, *,
     """Export a series; see `export.export_run` for the contract."""
     stage = Stage(root, spec.table, run)
     try:
-        return _export(root, spec, run, source, stage, incremental, source_last_step, source_rows)
+        result = _export(root, spec, run, source, stage, incremental, source_last_step, source_rows)
+        if result is None:
+            # The incremental fetch came up short of the source's row count: rows were logged
+            # at or below the last exported step (a resumed or rewound run), which "steps after
+            # the last one" cannot see. Fetch the run whole instead.
+            result = _export(root, spec, run, source, stage, False, source_last_step, source_rows)
+        return result
     finally:
         stage.cleanup()
 
@@ -65,7 +71,9 @@ def _decide(state: RunState | None, consistent: bool, spec: SeriesSpec, incremen
 
 
 def _export(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, stage: Stage,
-            incremental: bool, source_last_step: int | None, source_rows: int | None) -> SeriesResult:
+            incremental: bool, source_last_step: int | None, source_rows: int | None) -> SeriesResult | None:
+    """One attempt; None when an incremental fetch missed rows and a callable source can be
+    asked again for everything."""
     state = read_state(root, spec.table, run)
     listing = list_parts(root, spec, run)
     consistent = is_consistent(state, listing)
@@ -95,6 +103,9 @@ def _export(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, stage: S
         stream.abort()
         raise
     rows_written = sum(p.rows for p in new_parts)
+    if (previous is not None and callable(source) and source_rows is not None
+            and previous.rows + rows_written < source_rows):
+        return None
 
     final = dict(previous.types) if previous is not None else {}
     for name, ltype in stream.types.items():

@@ -9,9 +9,11 @@ import socket
 import subprocess
 import sys
 import time
+import warnings
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import Any, Callable, Iterator
+from typing import Any
 
 import psutil
 import requests
@@ -67,12 +69,6 @@ mutation($params: LaunchBackfillParams!) { launchPartitionBackfill(backfillParam
   __typename
   ... on LaunchBackfillSuccess { backfillId }
   ... on Error { message }
-} }"""
-
-BACKFILLS = """
-query { partitionBackfillsOrError(limit: 20) {
-  __typename
-  ... on PartitionBackfills { results { id status numPartitions partitionNames timestamp } }
 } }"""
 
 LATEST_MATERIALIZATION = """
@@ -149,12 +145,6 @@ class DagsterDev:
         result = self.graphql(LAUNCH_BACKFILL, {"params": params})["launchPartitionBackfill"]
         assert result["__typename"] == "LaunchBackfillSuccess", result
         return result["backfillId"]
-
-    def backfills(self) -> list[dict[str, Any]]:
-        """The latest backfills, newest first."""
-        result = self.graphql(BACKFILLS)["partitionBackfillsOrError"]
-        assert result["__typename"] == "PartitionBackfills", result
-        return result["results"]
 
     def latest_materialization(self, asset_key: str) -> dict[str, Any] | None:
         """{timestamp (ms, as a string), runId} of the asset's latest materialization."""
@@ -255,12 +245,18 @@ def _remember_tree(pid: int, seen: dict[int, psutil.Process]) -> None:
 
 def _alive(seen: dict[int, psutil.Process], pgid: int) -> list[str]:
     """Processes still running from the tree we saw or in dagster dev's process group."""
-    out = {p.pid: p for p in seen.values() if p.is_running() and p.status() != psutil.STATUS_ZOMBIE}
+    def running(p: psutil.Process) -> bool:
+        try:
+            return p.is_running() and p.status() != psutil.STATUS_ZOMBIE
+        except psutil.Error:
+            return False
+
+    out = {p.pid: p for p in seen.values() if running(p)}
     for p in psutil.process_iter():
         try:
-            if os.getpgid(p.pid) == pgid and p.status() != psutil.STATUS_ZOMBIE:
+            if os.getpgid(p.pid) == pgid and running(p):
                 out[p.pid] = p
-        except (ProcessLookupError, psutil.Error):
+        except ProcessLookupError:
             continue
     names = []
     for pid, p in sorted(out.items()):
@@ -285,6 +281,7 @@ def _stop_group(process: subprocess.Popen, seen: dict[int, psutil.Process], grac
             break
         time.sleep(0.2)
     else:
+        warnings.warn(f"dagster dev outlived SIGTERM by {grace:.0f} s; killing {_alive(seen, pgid)}", stacklevel=2)
         for p in list(seen.values()):
             try:
                 p.kill()

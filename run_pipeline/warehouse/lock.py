@@ -1,0 +1,77 @@
+"""One writer per run: an advisory OS file lock around everything that changes a run's files.
+
+The commit protocol (see `state.py`) and the staging directories assume that one export of a
+run runs at a time. Dagster does not promise that: a sensor-triggered run and a backfill can
+materialize the same partition at once, and `run-pipeline export` can run beside them. On a
+local root every writer of a run therefore holds `fcntl.flock` on
+`<root>/_staging/locks/<run token>.lock`; a second writer waits, then finds the first one's
+commit (an incremental export then has nothing to do).
+
+The kernel releases the lock when its holder dies, even by SIGKILL, so a crash never leaves a
+run locked. Lock files are tiny and never deleted (deleting one would let two writers lock
+two different files). Object stores have no such primitive that pyarrow exposes (no
+conditional put), so on `s3://` roots there is no lock: run one export per run at a time,
+as Dagster's partitions do when runs of the same partition are not launched concurrently.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import os
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+from .errors import WarehouseLockError
+from .layout import STAGING, RunKey, WarehouseRoot
+
+LOCKS = "locks"
+#: How often a writer with a timeout retries a held lock.
+_POLL_SECONDS = 0.05
+# Locks this thread holds: taking one again nests instead of deadlocking (flock locks belong
+# to an open file, so a second open() of the same lock file would wait for the first).
+_held = threading.local()
+
+
+def lock_path(root: WarehouseRoot, run: RunKey) -> str:
+    return root.path(STAGING, LOCKS, f"{run.token()}.lock")
+
+
+@contextmanager
+def run_lock(root: WarehouseRoot, run: RunKey, timeout: float | None = None) -> Iterator[None]:
+    """Hold the run's write lock (local roots; a no-op elsewhere). Waits for another writer of
+    the same run; with `timeout` (seconds) gives up with `WarehouseLockError` naming the run.
+    Re-entrant within a thread."""
+    if not root.is_local:
+        yield
+        return
+    path = lock_path(root, run)
+    held = _held.__dict__.setdefault("paths", set())
+    if path in held:
+        yield
+        return
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        if timeout is None:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+        else:
+            deadline = time.monotonic() + timeout
+            while True:
+                try:
+                    fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+                    break
+                except BlockingIOError:
+                    if time.monotonic() >= deadline:
+                        raise WarehouseLockError(
+                            f"run {run.entity}/{run.project}/{run.run_id}: another export of it has held "
+                            f"{path} for more than {timeout:g}s") from None
+                    time.sleep(_POLL_SECONDS)
+        held.add(path)
+        try:
+            yield
+        finally:
+            held.discard(path)
+    finally:
+        os.close(fd)  # closing the descriptor releases the lock

@@ -1,0 +1,174 @@
+"""One contender's export, run in a child process:
+`python -m run_pipeline_tests.benchmarks.contenders SPEC.json RESULT.json`.
+
+Imports happen before the clock starts; the result records the seconds of the export itself,
+the history rows it produced and the process's own peak RSS (the parent also samples the
+whole process tree, which counts helper processes such as the SDK's wandb-core).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import resource
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+
+def _since_filter(since: str | None) -> dict | None:
+    return {"heartbeatAt": {"$gte": since}} if since else None
+
+
+def wandb_sdk(spec: dict[str, Any]) -> dict[str, Any]:
+    """What users do today: for each run, scan_history() into a DataFrame, then to_parquet.
+    The SDK has no incremental export: a changed run is read again whole."""
+    import pandas as pd
+    import wandb
+
+    out = Path(spec["out_dir"])
+    # A cap on the runs read (per project) keeps the full benchmark's time bounded.
+    limit = spec.get("sdk_max_runs_per_project")
+    start = time.perf_counter()
+    api = wandb.Api(api_key=spec["api_key"], overrides={"base_url": spec["base_url"]}, timeout=60)
+    rows = runs = 0
+    for project in spec["projects"]:
+        for n, run in enumerate(api.runs(f"{spec['entity']}/{project}", filters=_since_filter(spec.get("since")),
+                                         per_page=100)):
+            if limit is not None and n >= limit:
+                break
+            df = pd.DataFrame(list(run.scan_history()))
+            df.to_parquet(out / f"{project}__{run.id}.parquet")
+            rows += len(df)
+            runs += 1
+    return {"seconds": time.perf_counter() - start, "rows": rows, "runs": runs}
+
+
+def wire(spec: dict[str, Any]) -> dict[str, Any]:
+    from run_pipeline_tests.benchmarks.wire import requests_transport, run_plan
+
+    post, get, close = requests_transport(spec["base_url"], spec["api_key"])
+    start = time.perf_counter()
+    stats = run_plan(post, get, entity=spec["entity"], projects=spec["projects"], since=spec.get("since"),
+                     min_steps=spec.get("min_steps"))
+    seconds = time.perf_counter() - start
+    close()
+    # Nothing is parsed, so the rows are the ones the scenario defines.
+    return {"seconds": seconds, "rows": spec["expected_rows"], "runs": stats.runs, "bytes": stats.bytes,
+            "downloads": stats.downloads}
+
+
+def run_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
+    """The export path of the Dagster assets and `run-pipeline export`: discover runs, then
+    `Exporter.export_run` for each (incremental), then refresh the DuckDB catalog."""
+    from concurrent.futures import ThreadPoolExecutor
+
+    from run_pipeline.client import Api
+    from run_pipeline.export import Exporter, discover_runs
+    from run_pipeline.warehouse import Warehouse
+
+    workers = int(spec.get("workers") or 1)
+    start = time.perf_counter()
+    api = Api(api_key=spec["api_key"], base_url=spec["base_url"])
+    warehouse = Warehouse(spec["out_dir"])
+    exporter = Exporter(api, warehouse)
+    found = [f for project in spec["projects"]
+             for f in discover_runs(api, spec["entity"], project, since=spec.get("since"))]
+    if workers > 1:
+        with ThreadPoolExecutor(max_workers=workers) as pool:
+            results = list(pool.map(lambda f: exporter.export_run(f.run), found))
+    else:
+        results = [exporter.export_run(f.run) for f in found]
+    export_seconds = time.perf_counter() - start
+    warehouse.refresh_catalog()
+    seconds = time.perf_counter() - start
+    bad = [r.ref.path for r in results if not r.reconciled]
+    return {"seconds": seconds, "export_seconds": export_seconds,
+            "rows": sum(r.history_rows_written for r in results), "runs": len(results),
+            "modes": sorted({r.mode for r in results}), "unreconciled": bad}
+
+
+def peak_rss_mb() -> float:
+    """This process's own peak RSS since exec (VmHWM). Not ru_maxrss: on Linux that also counts
+    the parent's image the child carried between fork and exec."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+CONTENDERS = {"wandb-sdk": wandb_sdk, "wire": wire, "run_pipeline": run_pipeline}
+
+
+def duckdb_query(spec: dict[str, Any]) -> dict[str, Any]:
+    """The README's "mean of a metric over the last 10% of steps for every run" on the
+    warehouse, and the same SQL over a hand-written ideal layout of the same data: one
+    long-form Parquet file sorted by key, so the key filter prunes row groups."""
+    import duckdb
+
+    from run_pipeline.warehouse import EXAMPLES, Warehouse
+
+    _, sql = EXAMPLES["mean_over_last_10_percent"]
+    params = {"metric": spec.get("metric", "train/loss")}
+    ideal = Path(spec["ideal_dir"]) / "metrics.parquet"
+    ideal.parent.mkdir(parents=True, exist_ok=True)
+
+    def timed(con) -> tuple[float, int]:
+        rows = len(con.execute(sql, params).fetchall())  # warm-up: file metadata, OS cache
+        times = []
+        for _ in range(5):
+            start = time.perf_counter()
+            con.execute(sql, params).fetchall()
+            times.append(time.perf_counter() - start)
+        return sorted(times)[len(times) // 2], rows
+
+    warehouse = Warehouse(spec["out_dir"])
+    warehouse.refresh_catalog()  # the views hold absolute paths, and the harness moved the directory
+    with warehouse.connect() as con:
+        warehouse_seconds, rows = timed(con)
+        points = con.execute("SELECT count(*) FROM metrics").fetchone()[0]
+        con.execute(f"COPY (SELECT entity, project, run_id, step, CAST(key AS VARCHAR) AS key, value FROM metrics "
+                    f"ORDER BY key, entity, project, run_id, step) TO '{ideal}' "
+                    f"(FORMAT parquet, COMPRESSION zstd, ROW_GROUP_SIZE 122880)")
+    with duckdb.connect() as con:
+        con.execute(f"CREATE VIEW metrics AS SELECT * FROM read_parquet('{ideal}')")
+        ideal_seconds, ideal_rows = timed(con)
+    return {"seconds": warehouse_seconds, "ideal_seconds": ideal_seconds, "rows": rows,
+            "ideal_rows": ideal_rows, "points": points}
+
+
+JOBS = {**CONTENDERS, "duckdb-query": duckdb_query}
+# Imported before the clock (and the profiler) starts.
+PRELOAD = {"wandb-sdk": ("pandas", "pyarrow.parquet", "wandb"), "wire": ("requests",),
+           "run_pipeline": ("run_pipeline.client", "run_pipeline.export", "run_pipeline.warehouse"),
+           "duckdb-query": ("duckdb", "run_pipeline.warehouse")}
+
+
+def main(argv: list[str]) -> int:
+    import importlib
+
+    spec = json.loads(Path(argv[0]).read_text())
+    for module in PRELOAD.get(spec["contender"], ()):
+        importlib.import_module(module)
+    if spec.get("profile"):
+        import cProfile
+        import pstats
+
+        profiler = cProfile.Profile()
+        result = profiler.runcall(JOBS[spec["contender"]], spec)
+        pstats.Stats(profiler).dump_stats(spec["profile"])
+    else:
+        result = JOBS[spec["contender"]](spec)
+    result["vmhwm_mb"] = peak_rss_mb()
+    Path(argv[1]).write_text(json.dumps(result))
+    return 0
+
+
+if __name__ == "__main__":
+    # The SDK writes into these; keep it away from the user's home and settings.
+    os.environ.setdefault("WANDB_SILENT", "true")
+    sys.exit(main(sys.argv[1:]))

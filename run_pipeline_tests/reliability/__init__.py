@@ -1,0 +1,1 @@
+"""Reliability and security tests: server faults, crashes, hostile input, concurrency, secrets."""
