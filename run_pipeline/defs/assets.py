@@ -71,27 +71,35 @@ def wandb_run_tables(context: dg.AssetExecutionContext, wandb: WandbResource, wa
         )
     wh = warehouse.get_warehouse()
     inspections = {r.ref.partition_key: inspect_run(wh, r.ref) for r in results}
-    last = results[-1]
-    one = len(results) == 1
-    yield dg.MaterializeResult(asset_key="wandb_runs", metadata={
-        "runs": len(results), "states": dg.MetadataValue.json(_count(r.state for r in results)),
-        "path": dg.MetadataValue.path(wh.root.location(wh.root.path("runs")))})
-    yield dg.MaterializeResult(asset_key="wandb_run_config", metadata={"keys": sum(r.config_keys for r in results)})
-    yield dg.MaterializeResult(asset_key="wandb_run_summary", metadata={"keys": sum(r.summary_keys for r in results)})
+    # Dagster records one materialization per asset for the whole partition range of a run, so
+    # with several runs per Dagster run (backfills) the figures are batch totals, named so,
+    # with a per-run table beside them.
+    label = (lambda name: name) if len(results) == 1 else (lambda name: f"batch_{name}")
+    per_run = {} if len(results) == 1 else {"per_run": dg.MetadataValue.md(_per_run_table(results))}
     history = [r.written.history for r in results if r.written.history]
-    yield dg.MaterializeResult(asset_key="wandb_run_history", metadata={
-        "rows_written": sum(r.history_rows_written for r in results),
-        "rows_total": sum(r.history_rows_total for r in results),
-        "last_step": last.last_step if one else max(r.last_step for r in results),
-        "columns": max((h.columns for h in history), default=0),
-        "bytes": sum(h.bytes for h in history),
-        "mode": dg.MetadataValue.json(_count(r.mode for r in results)),
-        "path": dg.MetadataValue.path(history[-1].path if one and history else wh.root.location(wh.root.path("history"))),
-        "preview": dg.MetadataValue.md(f"Last rows of {last.ref.path}:\n\n{inspections[last.ref.partition_key].preview_markdown}"),
-    })
     system = [r.written.system_metrics for r in results if r.written.system_metrics]
+    yield dg.MaterializeResult(asset_key="wandb_runs", metadata={
+        label("runs"): len(results), label("states"): dg.MetadataValue.json(_count(r.state for r in results)),
+        "path": dg.MetadataValue.path(wh.root.location(wh.root.path("runs")))})
+    yield dg.MaterializeResult(asset_key="wandb_run_config", metadata={label("keys"): sum(r.config_keys for r in results)})
+    yield dg.MaterializeResult(asset_key="wandb_run_summary", metadata={label("keys"): sum(r.summary_keys for r in results)})
+    history_md = {
+        label("rows_written"): sum(r.history_rows_written for r in results),
+        label("rows_total"): sum(r.history_rows_total for r in results),
+        label("last_step"): max(r.last_step for r in results),
+        label("columns"): max((h.columns for h in history), default=0),
+        label("bytes"): sum(h.bytes for h in history),
+        label("mode"): dg.MetadataValue.json(_count(r.mode for r in results)),
+        **per_run,
+    }
+    if len(results) == 1 and history:
+        only = results[0]
+        history_md["path"] = dg.MetadataValue.path(history[0].path)
+        history_md["preview"] = dg.MetadataValue.md(
+            f"Last rows of {only.ref.path}:\n\n{inspections[only.ref.partition_key].preview_markdown}")
+    yield dg.MaterializeResult(asset_key="wandb_run_history", metadata=history_md)
     yield dg.MaterializeResult(asset_key="wandb_run_system_metrics", metadata={
-        "rows_total": sum(r.system_rows_total for r in results), "bytes": sum(s.bytes for s in system)})
+        label("rows_total"): sum(r.system_rows_total for r in results), label("bytes"): sum(x.bytes for x in system)})
     bad_history = {r.ref.partition_key: [r.history_rows_total, r.server_history_rows] for r in results
                    if not r.reconciled}
     bad_system = {r.ref.partition_key: [r.system_rows_total, r.server_system_rows] for r in results
@@ -112,13 +120,22 @@ def wandb_run_tables(context: dg.AssetExecutionContext, wandb: WandbResource, wa
 @dg.asset(
     group_name=GROUP,
     deps=[spec.key for spec in RUN_TABLE_SPECS],
-    automation_condition=dg.AutomationCondition.eager(),
+    # Plain eager() waits until every parent partition has been materialized once, so one run
+    # that keeps failing (or a partition added but not yet run) would stop refreshes for good.
+    automation_condition=dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing()),
     description="One DuckDB view per warehouse table (runs, run_config, run_summary, history, system_metrics, "
                 "metrics) over the Parquet partitions; the only writer of warehouse.duckdb.",
 )
 def wandb_catalog(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
     info = warehouse.get_warehouse().refresh_catalog()
     return dg.MaterializeResult(metadata={k: v for k, v in info.items() if isinstance(v, (int, float, str))})
+
+
+def _per_run_table(results) -> str:
+    lines = ["| run | state | mode | rows written | rows total | last step |", "|---|---|---|---|---|---|"]
+    lines += [f"| {r.ref.path} | {r.state} | {r.mode} | {r.history_rows_written} | {r.history_rows_total} | {r.last_step} |"
+              for r in results]
+    return "\n".join(lines)
 
 
 def _count(values) -> dict[str, int]:

@@ -47,3 +47,13 @@ def wandb_finished_runs_sensor(context: dg.SensorEvaluationContext, wandb: Wandb
         cursor=json.dumps(cursor),
         dynamic_partitions_requests=[wandb_runs_partitions.build_add_request(new_keys)] if new_keys else [],
     )
+
+
+# Running by default: the DuckDB views follow the Parquet without anyone turning it on.
+wandb_catalog_automation_sensor = dg.AutomationConditionSensorDefinition(
+    "wandb_catalog_automation_sensor",
+    target=dg.AssetSelection.assets("wandb_catalog"),
+    default_status=dg.DefaultSensorStatus.RUNNING,
+    minimum_interval_seconds=30,
+    description="Refreshes wandb_catalog (the DuckDB views) after run partitions are exported.",
+)

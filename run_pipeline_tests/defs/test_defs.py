@@ -140,3 +140,20 @@ def test_partition_keys_round_trip_hostile_names():
         key = ref.partition_key
         assert key.count("/") == 2 and not set(key) & set("|,[]") and "..." not in key
         assert RunRef.from_partition_key(key) == ref
+
+
+def test_grouped_partitions_report_batch_totals_and_per_run_rows(emulator, resources):
+    """A backfill run covering several partitions exports each and labels figures as batch totals."""
+    instance = dg.DagsterInstance.ephemeral()
+    runs = list(disk_runs(emulator))[:3]
+    keys = [RunRef("demo", PROJECT, rid).partition_key for rid in runs]
+    instance.add_dynamic_partitions(wandb_runs_partitions.name, keys)
+    job = dg.Definitions(assets=[wandb_run_tables], resources=resources).resolve_implicit_global_asset_job_def()
+    result = job.execute_in_process(instance=instance, tags={
+        "dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
+    assert result.success
+    mats = [m for m in result.get_asset_materialization_events() if m.asset_key == dg.AssetKey("wandb_run_history")]
+    assert sorted(m.partition for m in mats) == sorted(keys)
+    md = mats[0].materialization.metadata
+    assert md["batch_rows_total"].value == sum(disk_rows(emulator, rid) for rid in runs)
+    assert all(f"demo/{PROJECT}/{rid}" in md["per_run"].value for rid in runs)

@@ -23,9 +23,8 @@ ENTITY, PROJECT = "demo", "image-classification"
 EXPORT_ASSETS = ["wandb_runs", "wandb_run_config", "wandb_run_summary", "wandb_run_history",
                  "wandb_run_system_metrics"]
 SENSOR = "wandb_finished_runs_sensor"
-# Dagster adds this sensor for assets with an automation condition (wandb_catalog is eager);
-# in 1.13 it starts STOPPED, so a user turns it on in the UI like any other sensor.
-AUTOMATION_SENSOR = "default_automation_condition_sensor"
+# The definitions' own automation sensor for wandb_catalog; it runs by default.
+AUTOMATION_SENSOR = "wandb_catalog_automation_sensor"
 RUN_DONE = {"SUCCESS", "FAILURE", "CANCELED"}
 RUN_ACTIVE = ["QUEUED", "NOT_STARTED", "MANAGED", "STARTING", "STARTED", "CANCELING"]
 BACKFILL_DONE = {"COMPLETED", "COMPLETED_SUCCESS", "COMPLETED_FAILED", "FAILED", "CANCELED"}
@@ -75,9 +74,8 @@ def test_sensor_backfill_and_catalog_under_dagster_dev(small_dataset, tmp_path):
     with EmulatorServer(small_dataset, api_key="e2e" + "5" * 37) as emulator, \
             dagster_dev(tmp_path, pipeline_env(base_url=emulator.base_url, api_key=emulator.api_key,
                                                entity=ENTITY, projects=PROJECT, warehouse=warehouse)) as dev:
-        # What a user does first in the UI: turn on the sensor and automation.
+        # What a user does first in the UI: turn on the sensor (catalog automation runs already).
         dev.start_sensor(SENSOR)
-        dev.start_sensor(AUTOMATION_SENSOR)
 
         # First tick: every run already in a terminal state gets a partition and a run.
         def first_tick():
@@ -123,6 +121,7 @@ def test_sensor_backfill_and_catalog_under_dagster_dev(small_dataset, tmp_path):
             return fresh and not dev.runs(statuses=RUN_ACTIVE)
 
         dev.wait_until("wandb_catalog to refresh after the backfill", catalog_after_backfill, timeout=120, interval=2)
+        assert dev.sensor_ticks(AUTOMATION_SENSOR), "the catalog automation sensor never ticked"
 
     expected = dataset_runs(small_dataset)
     assert expected[run_id]["state"] == "finished"

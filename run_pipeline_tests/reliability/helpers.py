@@ -45,10 +45,10 @@ def dataset_run_ids(dataset_dir: Path, project: str) -> list[str]:
     return sorted(p.name for p in root.iterdir() if (p / "run.json").is_file())
 
 
-def dataset_history_rows(dataset_dir: Path, projects) -> int:
+def dataset_history_rows(dataset_dir: Path, projects, run_ids=None) -> int:
     total = 0
     for project in projects:
-        for run_id in dataset_run_ids(dataset_dir, project):
+        for run_id in run_ids or dataset_run_ids(dataset_dir, project):
             path = Path(dataset_dir) / ENTITY / project / run_id / "history.jsonl"
             if path.exists():
                 total += sum(1 for line in path.read_text().splitlines() if line.strip())
@@ -56,12 +56,12 @@ def dataset_history_rows(dataset_dir: Path, projects) -> int:
 
 
 def export_with_api(base_url: str, api_key: str, root: Path, projects, *, retry: RetryPolicy,
-                    workers: int = 4) -> list[str]:
-    """Discover the runs of `projects` and export each through `Exporter`, `workers` runs at
-    once (as the CLI does), then refresh the catalog. Returns the run paths discovered; raises
-    the first run's failure."""
+                    run_ids=None, workers: int = 4) -> list[str]:
+    """Discover the runs of `projects` (only `run_ids`, if given) and export each through
+    `Exporter`, `workers` runs at once (as the CLI does), then refresh the catalog. Returns the
+    run paths discovered; raises the first run's failure."""
     with Api(api_key=api_key, base_url=base_url, environ={}, timeout=(5.0, 30.0), retry=retry) as api:
-        found = [f for p in projects for f in discover_runs(api, ENTITY, p)]
+        found = [f for p in projects for f in discover_runs(api, ENTITY, p, run_ids=run_ids)]
         exporter = Exporter(api, Warehouse(root))
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for future in [pool.submit(exporter.export_run, f.run) for f in found]:
