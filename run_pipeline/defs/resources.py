@@ -22,7 +22,9 @@ class WandbResource(dg.ConfigurableResource):
     """Where runs come from: a W&B server, or the embedded emulator when `base_url` is unset."""
 
     base_url: str | None = Field(default=None, description="W&B API URL, e.g. https://api.wandb.ai; unset: embedded emulator")
-    api_key: str | None = Field(default=None, description="W&B API key (set it with dg.EnvVar); unset: ~/.netrc")
+    # repr=False: the resolved resource holds the key itself; its repr must not show it.
+    api_key: str | None = Field(default=None, repr=False,
+                                description="W&B API key (set it with dg.EnvVar); unset: ~/.netrc")
     entity: str | None = Field(default=None, description="entity to export; unset: the key's default entity")
     projects: list[str] = Field(default_factory=list, description="projects to export; empty: every project of the entity")
     emulator_dataset: str | None = Field(default=None, description="dataset directory for the embedded emulator")

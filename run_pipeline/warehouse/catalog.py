@@ -133,6 +133,7 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
         wr.fs.create_dir(wr.base, recursive=True)
         database = wr.catalog_path()
     database = os.fspath(database)
+    _remove_stale_temporaries(database)
     empty = _empty_tables(wr)
     temporary = f"{database}.{uuid.uuid4().hex}.tmp"
     try:
@@ -153,6 +154,27 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
     return {"database": database, "views": ", ".join(TABLES),
             "empty_tables": ", ".join(t for t in TABLES if t in empty),
             "runs": int(runs), "seconds": round(time.monotonic() - started, 3)}
+
+
+#: A temporary catalog older than this was left by a refresh that died (a live one takes seconds).
+STALE_TEMPORARY_SECONDS = 3600
+
+
+def _remove_stale_temporaries(database: str) -> None:
+    """Delete the temporary catalogs (and their WAL files) of refreshes killed mid-way."""
+    directory, name = os.path.split(database)
+    cutoff = time.time() - STALE_TEMPORARY_SECONDS
+    try:
+        entries = list(os.scandir(directory or "."))
+    except FileNotFoundError:
+        return
+    for entry in entries:
+        if (entry.name.startswith(f"{name}.") and entry.name.endswith((".tmp", ".tmp.wal"))
+                and entry.is_file() and entry.stat().st_mtime < cutoff):
+            try:
+                os.remove(entry.path)
+            except FileNotFoundError:
+                pass
 
 
 def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSystem | None = None,

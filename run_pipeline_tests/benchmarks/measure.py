@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import os
 import resource
+import shutil
 import statistics
 import subprocess
 import sys
@@ -121,7 +122,7 @@ def sdk_environment(home: Path) -> dict[str, str]:
 
 
 def run_child(spec: dict[str, Any], work: Path, *, timeout: float = 3600,
-              graphql_counter=None) -> Attempt:
+              graphql_counter=None, py_spy: Path | None = None) -> Attempt:
     """Run `contenders.py` on `spec` in a fresh interpreter; raise with its stderr on failure."""
     work.mkdir(parents=True, exist_ok=True)
     spec_path, result_path = work / "spec.json", work / "result.json"
@@ -135,8 +136,13 @@ def run_child(spec: dict[str, Any], work: Path, *, timeout: float = 3600,
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen([sys.executable, "-m", CHILD_MODULE,
-                                 str(spec_path), str(result_path)], env=env, stdout=err, stderr=err)
+        command = [sys.executable, "-m", CHILD_MODULE, str(spec_path), str(result_path)]
+        if py_spy is not None:
+            # Wall-clock samples of every thread, idle included, as collapsed stacks.
+            command = [shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy")), "record",
+                       "--format", "raw", "--idle", "--threads", "--rate", "200", "-o", str(py_spy), "--",
+                       *command]
+        proc = subprocess.Popen(command, env=env, stdout=err, stderr=err)
         with TreeRssSampler(proc.pid) as sampler:
             try:
                 code = proc.wait(timeout=timeout)
@@ -150,7 +156,8 @@ def run_child(spec: dict[str, Any], work: Path, *, timeout: float = 3600,
             tail = err.read().decode(errors="replace")[-4000:]
             raise RuntimeError(f"{spec['contender']} exited with {code}:\n{tail}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
-    cpu = (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    # Under py-spy the contender is a grandchild whose usage is not reported here.
+    cpu = 0.0 if py_spy is not None else (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
     result = json.loads(result_path.read_text())
     graphql = graphql_counter() - before if graphql_counter else -1
     rss = max(sampler.peak / 2**20, float(result.get("vmhwm_mb") or 0))

@@ -90,3 +90,27 @@ def table(measurements: list[Measurement]) -> str:
             lines.append(f"| {scenario} | {label} | {m.rows:,} | {m.seconds:,.2f} | {_fmt_rate(rate)} | {cpu} | {rss} | "
                          f"{ratio} | {of_wire} | {graphql} |")
     return "\n".join(lines)
+
+
+def py_spy_summary(path: Path, top: int = 15) -> str:
+    """Top frames by own wall-clock samples, per thread group, from py-spy's raw output."""
+    import collections
+    import re
+
+    groups: dict[str, collections.Counter] = collections.defaultdict(collections.Counter)
+    totals: collections.Counter = collections.Counter()
+    strip = re.compile(r"\s*\((?:/[^()]*?/site-packages/|/[^()]*?/python3\.\d+/|/[^()]*?/(?=run_pipeline))")
+    for line in path.read_text().splitlines():
+        stack, _, count = line.rpartition(" ")
+        if not stack or not count.isdigit():
+            continue
+        frames = stack.split(";")
+        thread = "prefetch threads" if "prefetch" in frames[0] else (
+            "main thread" if "MainThread" in frames[0] else "other threads")
+        groups[thread][strip.sub(" (", frames[-1])] += int(count)
+        totals[thread] += int(count)
+    out = [f"py-spy, {path.name} (share of each thread group's wall-clock samples, idle included):"]
+    for thread, counter in sorted(groups.items(), key=lambda kv: -totals[kv[0]]):
+        out.append(f"  {thread}: {totals[thread]} samples")
+        out += [f"    {n / totals[thread]:6.1%}  {frame}" for frame, n in counter.most_common(top)]
+    return "\n".join(out)

@@ -21,6 +21,7 @@ from run_pipeline.client.auth import ApiKeyAuth, Redactor, display_url
 from run_pipeline.client.batches import (
     JSON_METADATA,
     normalize_batch,
+    parse_rows,
     rows_to_batch,
     strings_to_batch,
 )
@@ -177,6 +178,15 @@ def test_parse_json_accepts_nan_and_huge_ints():
     value = parse_json(b'{"a": NaN, "b": Infinity, "c": -Infinity, "d": 123456789012345678901234}')
     assert math.isnan(value["a"]) and value["b"] == math.inf and value["c"] == -math.inf
     assert value["d"] == 123456789012345678901234
+
+
+@pytest.mark.parametrize("number", [2**64 + 1, -(2**63) - 1, 10**30, -(10**40), 2**63, 2**64 - 1])
+def test_integers_beyond_64_bits_are_exact_without_a_non_finite_token(number):
+    # orjson parses these as rounded floats instead of failing: nothing must reach it.
+    text = f'{{"v": {number}, "w": [{number}], "x": 0.5}}'
+    assert parse_json(text) == parse_json(text.encode()) == {"v": number, "w": [number], "x": 0.5}
+    assert type(parse_json(text)["v"]) is int
+    assert parse_rows([text, '{"v": 1}']) == [{"v": number, "w": [number], "x": 0.5}, {"v": 1}]
 
 
 # -- retry policy -------------------------------------------------------------------------------

@@ -78,6 +78,14 @@ def test_integral_float_steps_and_nonfinite_values_are_accepted(tmp_path):
     assert math.isnan(rows[0]["v"]) and rows[1]["v"] == math.inf and rows[2]["v"] == -math.inf
 
 
+def test_integers_beyond_64_bits_stay_exact_and_keep_a_run_off_parquet(tmp_path):
+    path = tmp_path / "history.jsonl"
+    path.write_text(f'{{"_step": 0, "big": {2**64 + 1}}}\n{{"_step": 1, "big": {-(2**63) - 1}}}\n')
+    log = RowLog(path)
+    assert [r["big"] for r in log.read_rows(log.window(None, None))] == [2**64 + 1, -(2**63) - 1]
+    assert log.keys["big"].kinds == {"other"}  # not "float": served live, never as rounded Parquet
+
+
 def test_fixing_a_bad_history_file_gives_exactly_its_rows(tmp_path):
     path = tmp_path / "history.jsonl"
     path.write_text('{"_step": 0}\n{"_step": 1}\n{"oops": 1}\n')

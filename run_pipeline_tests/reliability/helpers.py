@@ -25,11 +25,14 @@ def cli_command() -> list[str]:
     return [str(script)] if script.exists() else [sys.executable, "-m", "run_pipeline.cli"]
 
 
-def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300) -> subprocess.CompletedProcess:
-    """Run the CLI with a clean W&B environment plus `env`; stdout and stderr captured as text."""
+def run_cli(args: list[str], env: dict[str, str] | None = None, timeout: float = 300,
+            command: list[str] | None = None) -> subprocess.CompletedProcess:
+    """Run the CLI (or `command`, e.g. a wrapper that turns logging on) with a clean W&B
+    environment plus `env`; stdout and stderr captured as text."""
     full_env = {k: v for k, v in os.environ.items() if not k.startswith(("WANDB_", "RUN_PIPELINE_"))}
     full_env.update({"HOME": "/nonexistent"}, **(env or {}))
-    return subprocess.run(cli_command() + args, capture_output=True, text=True, env=full_env, timeout=timeout)
+    return subprocess.run((command or cli_command()) + args, capture_output=True, text=True, env=full_env,
+                          timeout=timeout)
 
 
 def control(base_url: str, api_key: str, action: str, body: dict) -> dict:

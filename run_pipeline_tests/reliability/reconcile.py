@@ -3,8 +3,8 @@
 Independent of the warehouse code: the source is read from `history.jsonl` / `run.json` with
 the standard library, the warehouse from its Parquet files (hive directories decoded with
 `urllib.parse.unquote`) or through the DuckDB views with bound parameters. Values are compared
-in the typed canonical form of `digest.canonical` (1, 1.0, True and "1" differ; NaN equals
-NaN; floats bit for bit), after applying the warehouse's documented typing (README, "History
+in a typed canonical form (1, 1.0, True and "1" differ; NaN equals NaN; floats bit for bit),
+after applying the warehouse's documented typing (README, "History
 typing"): per run a key is BIGINT if all its values are integers fitting int64, DOUBLE if all
 numbers, VARCHAR if all strings, BOOLEAN if all booleans, otherwise JSON text in which NaN and
 ±Infinity are the strings "NaN", "Infinity", "-Infinity". A logged null and a missing key both
@@ -24,12 +24,31 @@ import duckdb
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from .digest import canonical
 
 INT64 = (-(2**63), 2**63 - 1)
 JSON_FIELD_KEY = b"run_pipeline.json"
 KEY_FIELD_KEY = b"run_pipeline.key"
 IDS = ("entity", "project", "run_id")
+
+
+def canonical(value: Any) -> Any:
+    """A JSON-able, type-tagged form of one value: 1, 1.0, True and "1" differ; NaN equals NaN;
+    floats compare bit for bit (float.hex, so -0.0 is not 0.0); dicts ignore key order."""
+    if value is None:
+        return None
+    if isinstance(value, bool):
+        return ["b", value]
+    if isinstance(value, int):
+        return ["i", str(value)]
+    if isinstance(value, float):
+        return ["f", "nan" if math.isnan(value) else value.hex()]
+    if isinstance(value, str):
+        return ["s", value]
+    if isinstance(value, (list, tuple)):
+        return ["l", [canonical(v) for v in value]]
+    if isinstance(value, dict):
+        return ["m", sorted([k, canonical(v)] for k, v in value.items())]
+    raise TypeError(f"no canonical form for {type(value).__name__}: {value!r}")
 
 
 # ---------------------------------------------------------------------------------------------

@@ -94,6 +94,14 @@ def key(run) -> tuple[str, str, str]:
     return run.entity, run.project, run.run_id
 
 
+def test_sample_data_hostile_writes_the_same_corpus(corpus, tmp_path):
+    out = subprocess.run(CLI + ["sample-data", "--hostile", str(tmp_path / "cli")], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    assert f"{len(corpus.runs)} runs" in out.stdout and "1 must be refused" in out.stdout
+    assert tree(tmp_path / "cli") == tree(corpus.root)  # deterministic, and the CLI adds nothing
+
+
 def test_cli_exports_every_run_and_refuses_the_unstorable_one_by_name(corpus, exported):
     hostile, sql = exported["cli"][ENTITY], exported["cli"][SQL_ENTITY]
     assert sql.returncode == 0, sql.stderr

@@ -253,6 +253,16 @@ def test_rows_added_at_the_last_exported_step_force_a_full_export(tmp_path):
     assert query(tmp_path, "SELECT count(*) FROM history") == [(3,)]
 
 
+def test_rows_added_below_the_last_exported_step_force_a_full_export(tmp_path):
+    # A resumed run logs step 1 again after step 5 was exported, and step 6: fetching only
+    # "steps after 5" would miss the new row at step 1 while the row count says it is there.
+    export_run(tmp_path, make_run(), [batch([0, 1, 5], {"x": [1.0, 2.0, 3.0]})])
+    source = GrowingHistory([batch([0, 1, 1, 5, 6], {"x": [1.0, 2.0, 9.0, 3.0, 4.0]})])
+    result = export_run(tmp_path, make_run(history_line_count=5, last_step=6), source, incremental=True)
+    assert result.mode == FULL and source.calls == [6, 0]
+    assert query(tmp_path, "SELECT sum(x), count(*) FROM history") == [(19.0, 5)]
+
+
 class Boom(RuntimeError):
     pass
 
@@ -273,7 +283,8 @@ def test_interrupted_export_leaves_old_content(tmp_path, small_row_groups, incre
         export_run(tmp_path, make_run(), failing(growing_batches(), after=4), incremental=incremental)
     assert visible_files(tmp_path) == before_files
     assert same_rows(query(tmp_path, "SELECT * FROM history ORDER BY _step"), before_rows)
-    assert not any((tmp_path / "_staging").rglob("*.*"))
+    # Nothing staged is left behind (the run's lock file stays: lock files are never deleted).
+    assert not [p for p in (tmp_path / "_staging").rglob("*.*") if p.parent.name != "locks"]
     # The next export works normally.
     export_run(tmp_path, make_run(), growing_batches(), incremental=incremental)
     assert query(tmp_path, "SELECT count(*) FROM history") == [(10,)]
