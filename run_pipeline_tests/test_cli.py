@@ -114,7 +114,8 @@ def test_export_exit_codes(emulator, tmp_path):
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         dead = f"http://127.0.0.1:{s.getsockname()[1]}"
-    unreachable = run_cli(["export", "--entity", "demo", "--project", "rl-agents", "--warehouse", wh, "--timeout", "2"],
+    unreachable = run_cli(["export", "--entity", "demo", "--project", "rl-agents", "--warehouse", wh, "--timeout", "2",
+                           "--retry-budget", "3"],
                           env={"WANDB_BASE_URL": dead, "WANDB_API_KEY": "a" * 40}, timeout=180)
     assert unreachable.returncode == 5 and "unreachable" in unreachable.stderr
     no_project = run_cli(["export", "--entity", "demo", "--warehouse", wh], env=_env(emulator))

@@ -151,8 +151,8 @@ class WarehouseRoot:
 
     def staging_dir(self, table: str, run: RunKey) -> str:
         """Per-run staging directory, one level below `_staging/<table>/` so cleaning up leaves
-        no empty tree behind. Only one export of a run runs at a time, so anything left here
-        is debris from an earlier crash and may be deleted."""
+        no empty tree behind. Only one export of a run runs at a time (`lock.run_lock`), so
+        anything left here is debris from an earlier crash and may be deleted."""
         return self.path(STAGING, table, run.token())
 
     def glob(self, table: str) -> str:

@@ -102,8 +102,8 @@ class Stage:
     so placing a file is a rename. On an object store files are written to a local temporary
     directory and uploaded when placed; `upload` first copies them to the same `_staging/`
     prefix in the bucket when a replace must keep its delete-then-place window short.
-    Only one export of a run runs at a time, so whatever an earlier crash left in the run's
-    staging directory is deleted when a new stage opens.
+    Only one export of a run runs at a time (`lock.run_lock`), so whatever an earlier crash left
+    in the run's staging directory is deleted when a new stage opens.
     """
 
     def __init__(self, root: WarehouseRoot, table: str, run: RunKey):

@@ -96,9 +96,9 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--contender", dest="contenders", action="append", choices=CONTENDERS,
                    help="run only this contender (repeatable; default: all)")
     p.add_argument("--workers", type=int, default=1, help="runs run_pipeline exports at once (default 1)")
-    p.add_argument("--threads", type=int, default=4,
+    p.add_argument("--threads", type=int,
                    help="also measure run_pipeline on many-runs with this many export threads, as the CLI's "
-                        "--workers does (default 4, the CLI's default; 0 or 1: skip)")
+                        "--workers does (default 4, the CLI's default, on the full run; 0 or 1: skip)")
     p.add_argument("--profile", action="store_true",
                    help="cProfile run_pipeline's first repetition and print its hotspots")
     p.add_argument("--py-spy", type=Path, metavar="DIR",
@@ -109,6 +109,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args = p.parse_args(argv)
     args.scenario = args.scenario or list(SCENARIOS)
     args.contenders = args.contenders or list(CONTENDERS)
+    if args.threads is None:
+        args.threads = 0 if args.quick else 4
     return args
 
 
@@ -162,7 +164,8 @@ def main(argv: list[str] | None = None) -> int:
           "the SDK, having no incremental export, reads each changed run whole.")
     goals = targets(bench)
     if goals:
-        print("\nTargets (issue 6):")
+        print("\nTargets (issue 6)" + (": quick sizes are a smoke check, the targets are for the full run"
+                                       if args.quick else ":"))
         print("\n".join(goals))
     print(f"\nBenchmark wall time: {elapsed / 60:.1f} min")
     if args.json:

@@ -117,10 +117,13 @@ def test_schedule_requests_runs_changed_since_their_export(emulator, resources):
     with dg.instance_for_test() as instance:  # schedules need an instance with a ref
 
         def tick():
-            ctx = dg.build_schedule_context(instance=instance, resources=resources,
-                                            scheduled_execution_time=datetime.now(timezone.utc))
-            result = schedule(ctx)
-            return result if isinstance(result, dg.SkipReason) else list(result)
+            # Closed after the tick: the context opens its own instance from the ref, which would
+            # otherwise stay Dagster's current one after this temp instance is gone and break
+            # Definitions resolved by later tests ("unable to open database file").
+            with dg.build_schedule_context(instance=instance, resources=resources,
+                                           scheduled_execution_time=datetime.now(timezone.utc)) as ctx:
+                result = schedule(ctx)
+                return result if isinstance(result, dg.SkipReason) else list(result)
 
         first = tick()
         assert {RunRef.from_partition_key(r.partition_key).run_id for r in first} == set(runs)

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import random
+import shutil
 import signal
 import subprocess
 import sys
@@ -37,8 +38,8 @@ SEED = 20261128
 def server(tmp_path_factory):
     root = tmp_path_factory.mktemp("crashes") / "dataset"
     generate(root, projects=1, runs=4, steps=300)
-    generate_run(root / ENTITY / PROJECT / BIG.run_id, steps=12_000, metrics=8, seed=1)
-    generate_run(root / ENTITY / PROJECT / GROWING.run_id, state="running", steps=6_000, metrics=8, seed=2)
+    generate_run(root / ENTITY / PROJECT / BIG.run_id, steps=8_000, metrics=8, seed=1)
+    generate_run(root / ENTITY / PROJECT / GROWING.run_id, state="running", steps=4_000, metrics=8, seed=2)
     with EmulatorServer(root, api_key=TEST_API_KEY) as s:
         yield s
 
@@ -125,19 +126,19 @@ def assert_equals_clean(root: Path, clean) -> None:
 
 @pytest.mark.slow
 def test_cli_export_killed_at_random_moments_then_rerun(server, clean, tmp_path):
-    """14 kills of `run-pipeline export`: 10 after a random delay, 4 as soon as a staged Parquet
+    """12 kills of `run-pipeline export`: 8 after a random delay, 4 as soon as a staged Parquet
     file appears (mid-write). Half start from an empty warehouse, half re-export a complete one
     with --full (the replace path: old parts deleted, new ones placed)."""
     rng = random.Random(SEED)
     root = tmp_path / "wh"
     mid_write = partial_files = 0
-    for trial in range(14):
+    for trial in range(12):
         fresh = trial % 2 == 0
         if fresh:
             root = tmp_path / f"wh{trial}"
         proc = cli_export(server, root, *([] if fresh else ["--full"]))
         wait_for_line(proc, proc.stderr, "runs to export")
-        if trial < 10:
+        if trial < 8:
             time.sleep(rng.uniform(0.0, 1.2) * clean["seconds"])
         else:
             deadline = time.monotonic() + 60
@@ -150,10 +151,9 @@ def test_cli_export_killed_at_random_moments_then_rerun(server, clean, tmp_path)
         partial_files += sum(not is_complete_parquet(p) for p in debris)
         assert_readable(root)
         finish(cli_export(server, root))  # the re-run: incremental, repairs whatever the kill left
-        assert_readable(root)
         assert_equals_clean(root, clean)
         assert not staged(root), "a completed export leaves no staged file"
-    print(f"\n14 CLI kills: {mid_write} left staged files ({partial_files} of them partial Parquet)")
+    print(f"\n12 CLI kills: {mid_write} left staged files ({partial_files} of them partial Parquet)")
     assert mid_write >= 4  # at least the kills aimed at a Parquet write landed in one
 
 
@@ -223,43 +223,47 @@ print("success" if result.success else "failure", flush=True)
 @pytest.mark.slow
 def test_dagster_run_killed_mid_partition_then_retried(server, tmp_path):
     """3 Dagster runs (a persistent instance in $DAGSTER_HOME) SIGKILLed while materializing one
-    partition, each retried by a new run: the partition equals a clean export of the run."""
+    partition (two first exports, one incremental update of an exported partition), each retried
+    by a new run: the partition equals a clean export of the run."""
     rng = random.Random(SEED + 2)
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
+    dataset = tmp_path / "dataset"  # this test grows a run: its own copy of the dataset
+    shutil.copytree(server.dataset_dir, dataset)
+    with EmulatorServer(dataset, api_key=TEST_API_KEY) as own:
 
-    def materialize(root: Path, ref: RunRef) -> subprocess.Popen:
-        return subprocess.Popen([sys.executable, "-c", DAGSTER_DRIVER, server.base_url, server.api_key, str(root),
-                                 ref.partition_key], env=env_for(server, DAGSTER_HOME=str(home)),
-                                stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+        def materialize(root: Path, ref: RunRef) -> subprocess.Popen:
+            return subprocess.Popen([sys.executable, "-c", DAGSTER_DRIVER, own.base_url, own.api_key, str(root),
+                                     ref.partition_key], env=env_for(own, DAGSTER_HOME=str(home)),
+                                    stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
-    cleans = {}
-    for ref in (BIG, GROWING):
-        clean_root = tmp_path / f"clean-{ref.run_id}"
-        with Api(api_key=server.api_key, base_url=server.base_url) as api:
-            Exporter(api, Warehouse(clean_root)).export_run(ref)
-        Warehouse(clean_root).refresh_catalog()
-        cleans[ref] = clean_root
-    # How long one materialization takes from "start" to its end sets the range of kill delays.
-    proc = materialize(tmp_path / "warm", BIG)
-    wait_for_line(proc, proc.stdout, "start")
-    started = time.monotonic()
-    out, err = proc.communicate(timeout=120)
-    assert "success" in out, err
-    seconds = time.monotonic() - started
-
-    for trial, ref in enumerate((BIG, GROWING, BIG)):
-        root = tmp_path / f"wh{trial}"
-        if trial == 2:  # a partition exported before: the killed run was replacing it
-            out, err = materialize(root, ref).communicate(timeout=120)
-            assert "success" in out, err
-        proc = materialize(root, ref)
+        # The partition trial 2 updates is exported first; that also times one materialization
+        # from "start" to its end, which sets the range of kill delays.
+        proc = materialize(tmp_path / "wh2", GROWING)
         wait_for_line(proc, proc.stdout, "start")
-        time.sleep(rng.uniform(0.1, 0.9) * seconds)
-        kill(proc)
-        assert_readable(root)
-        out, err = materialize(root, ref).communicate(timeout=120)  # the retry
+        started = time.monotonic()
+        out, err = proc.communicate(timeout=120)
         assert "success" in out, err
-        Warehouse(root).refresh_catalog()
-        assert warehouse_digest(root) == warehouse_digest(cleans[ref]), explain_difference(root, cleans[ref])
+        seconds = time.monotonic() - started
+        last = own.store.get_run(ENTITY, PROJECT, GROWING.run_id).history.last_step
+        own.store.append_history(ENTITY, PROJECT, GROWING.run_id,
+                                 [{"_step": last + 1 + i, "train/loss": 1.0 / (i + 1)} for i in range(3000)])
+        cleans = {}
+        for ref in (BIG, GROWING):
+            cleans[ref] = tmp_path / f"clean-{ref.run_id}"
+            with Api(api_key=own.api_key, base_url=own.base_url) as api:
+                Exporter(api, Warehouse(cleans[ref])).export_run(ref)
+            Warehouse(cleans[ref]).refresh_catalog()
+
+        for trial, ref in enumerate((BIG, GROWING, GROWING)):
+            root = tmp_path / f"wh{trial}"
+            proc = materialize(root, ref)
+            wait_for_line(proc, proc.stdout, "start")
+            time.sleep(rng.uniform(0.1, 0.9) * seconds)
+            kill(proc)
+            assert_readable(root)
+            out, err = materialize(root, ref).communicate(timeout=120)  # the retry
+            assert "success" in out, err
+            Warehouse(root).refresh_catalog()
+            assert warehouse_digest(root) == warehouse_digest(cleans[ref]), explain_difference(root, cleans[ref])

@@ -28,7 +28,8 @@ def make_warehouse(root, history_rows, *, history_type: str = "DOUBLE", exported
                         f'"train/loss" {history_type}, phase VARCHAR)')
             con.executemany("INSERT INTO history VALUES (?, ?, ?, ?, ?, ?)", history_rows)
         else:
-            con.execute(f"CREATE TABLE {table} (entity VARCHAR, project VARCHAR, run_id VARCHAR, exported_at TIMESTAMP)")
+            con.execute(f"CREATE TABLE {table} (entity VARCHAR, project VARCHAR, run_id VARCHAR, "
+                        "exported_at TIMESTAMP)")
             con.execute(f"INSERT INTO {table} VALUES ('demo', 'p', 'r1', ?)", [exported_at])
     con.close()
     return root

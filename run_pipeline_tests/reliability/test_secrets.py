@@ -30,14 +30,14 @@ from run_pipeline.client import (
     WandbNotFoundError,
 )
 from run_pipeline.defs.partitions import wandb_runs_partitions
-from run_pipeline.defs.resources import WandbResource, WarehouseResource
+from run_pipeline.defs.resources import WandbResource
 from run_pipeline.emulator.sample import generate
 from run_pipeline.emulator.server import EmulatorServer
 from run_pipeline.export import Exporter, RunRef
 from run_pipeline.warehouse import TABLES, Warehouse
 
 from .digest import table_rows
-from .helpers import ENTITY, cli_command, dataset_run_ids, run_cli
+from .helpers import ENTITY, dataset_run_ids, run_cli
 
 KEY = "SECRETKEY" + "q7Lm2Xv9Rb4Tn8Wc1Hd6Jf3Kp5Zs0Ya"
 WRONG_KEY = "WRONGKEY0" + "a1b2c3d4e5f6g7h8i9j0k1l2m3n4o5p"
@@ -84,7 +84,8 @@ def exception_texts(exc: BaseException) -> list[tuple[str, str | bytes]]:
             continue
         seen.add(id(e))
         out.append((f"vars({type(e).__name__})", repr(vars(e))))
-        todo += [e.__cause__, e.__context__, getattr(e, "reason", None) if isinstance(getattr(e, "reason", None), BaseException) else None]
+        reason = getattr(e, "reason", None)  # urllib3 keeps the underlying error here
+        todo += [e.__cause__, e.__context__, reason if isinstance(reason, BaseException) else None]
     try:
         out.append(("pickle", pickle.dumps(exc)))
     except Exception:  # unpicklable exceptions are not sent anywhere either
@@ -179,7 +180,7 @@ def test_cli_export_with_debug_logging_never_shows_the_key(server, tmp_path):
     assert debug.returncode == 0, debug.stderr[-3000:]
     assert '"POST /graphql HTTP/1.1" 200' in debug.stderr  # urllib3's DEBUG lines were on
     assert "failed (" in debug.stderr and "; retry 1 in" in debug.stderr  # retries logged their causes
-    assert f"exported 12 of 12 runs" in debug.stderr
+    assert "exported 12 of 12 runs" in debug.stderr
     # The installed script as a user runs it, progress on, re-exporting in full.
     plain = run_cli(args + ["--full"], env=env)
     assert plain.returncode == 0, plain.stderr[-3000:]
@@ -268,7 +269,8 @@ def test_failing_requests_never_show_either_key(server, tmp_path, caplog):
         with pytest.raises(WandbGaveUpError) as info:
             api.project(PROJECT, ENTITY)
         failures["connection refused"] = info.value
-    assert "401" in str(failures["401 through Exporter"]) and "nobody" in str(failures["unknown entity through Exporter"])
+    assert "401" in str(failures["401 through Exporter"])
+    assert "nobody" in str(failures["unknown entity through Exporter"])
     for where, exc in failures.items():
         assert_exception_clean(exc, where)
     assert_log_records_clean(caplog.records, "caplog")
@@ -283,7 +285,8 @@ RUN_DETAILS = """query($id: ID!) { runOrError(runId: $id) { __typename ... on Ru
   tags { key value } } } }"""
 RUN_LOGS = """query($id: ID!) { logsForRun(runId: $id, limit: 10000) { __typename
   ... on EventConnection { events { __typename ... on MessageEvent { message level }
-    ... on ExecutionStepFailureEvent { error { message stack cause { message stack } } failureMetadata { label description } }
+    ... on ExecutionStepFailureEvent { error { message stack cause { message stack } }
+      failureMetadata { label description } }
     ... on RunFailureEvent { pipelineRunFailureError: error { message stack } }
     ... on MaterializationEvent { metadataEntries { label description ... on TextMetadataEntry { text }
       ... on JsonMetadataEntry { jsonString } ... on MarkdownMetadataEntry { mdStr } ... on PathMetadataEntry { path }
@@ -296,7 +299,11 @@ def test_dagster_event_log_run_config_and_ui_never_show_the_key(server, tmp_path
     that also records the client's and urllib3's DEBUG logs in the event log, two exports under
     faults, the catalog, one export with a wrong key that fails: then the event log, the runs'
     config, the UI's GraphQL for the resource, runs and logs, and every file of the Dagster home."""
-    from dagster_graphql.test.utils import define_out_of_process_context, execute_dagster_graphql, infer_resource_selector
+    from dagster_graphql.test.utils import (
+        define_out_of_process_context,
+        execute_dagster_graphql,
+        infer_resource_selector,
+    )
 
     caplog.set_level(logging.DEBUG)
     wh = tmp_path / "wh"
@@ -334,7 +341,8 @@ def test_dagster_event_log_run_config_and_ui_never_show_the_key(server, tmp_path
             assert_clean(dg.serialize_value(r), f"run {r.run_id} (config, tags)")
             assert_clean(json.dumps(r.run_config, default=str), f"run config of {r.run_id}")
         for e in events:
-            assert_clean(dg.serialize_value(e), f"event record {e.dagster_event_type or 'log'}: {e.user_message[:80]!r}")
+            where = f"event record {e.dagster_event_type or 'log'}: {e.user_message[:80]!r}"
+            assert_clean(dg.serialize_value(e), where)
 
         # What the UI shows, through its own GraphQL over the code location loaded from definitions.py.
         with define_out_of_process_context(str(definitions), "defs", instance) as ui:
