@@ -123,10 +123,11 @@ def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> 
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return rows_to_batch(parse_rows(strings), first)
     names = table.column_names
+    # One byte scan of the page decides whether any float column needs the per-column check.
     if (table.num_rows != len(strings) or len(set(names)) != len(names)
             or (STEP in names and table.schema.field(STEP).type != pa.int64())
-            or any(table.schema.field(n).type == pa.float64()
-                   and _may_hold_huge_ints(table.column(n)) for n in names)):
+            or (may_hold_big_ints(data) and any(table.schema.field(n).type == pa.float64()
+                                                and _may_hold_huge_ints(table.column(n)) for n in names))):
         return rows_to_batch(parse_rows(strings), first)
     rows: list[dict[str, Any]] | None = None
     ordered = [k for k in first if k in names] + [k for k in names if k not in first]

@@ -198,14 +198,16 @@ class HistoryReader:
 
     # -- export path --------------------------------------------------------------------------
 
-    def parquet_history(self) -> tuple[list[str], list[Any]]:
+    def parquet_history(self) -> list[str]:
+        """URLs of the run's exported history. `liveData` is not selected: the live tail is
+        paged by step above the last exported step, so one object per live row is not needed."""
         run = self._run_field(
             queries.RUN_PARQUET_HISTORY,
             {"entity": self._run.entity, "project": self._run.project,
              "runName": self._run.id, "liveKeys": [STEP]},
         )
         ph = run.get("parquetHistory") or {}
-        return list(ph.get("parquetUrls") or []), list(ph.get("liveData") or [])
+        return list(ph.get("parquetUrls") or [])
 
     def iter_batches(self, min_step: int | None, max_step: int | None, page_size: int,
                      parquet_batch_rows: int, tmp_dir: str | os.PathLike | None,
@@ -213,7 +215,7 @@ class HistoryReader:
         lo = max(0, int(min_step or 0))
         urls: list[str] = []
         if use_parquet:
-            urls, _live = self.parquet_history()
+            urls = self.parquet_history()
         max_parquet_step: int | None = None
         if urls:
             with tempfile.TemporaryDirectory(prefix="run_pipeline_parquet_", dir=tmp_dir) as tmp:

@@ -175,7 +175,7 @@ RUN_PARQUET_HISTORY = """
 query RunParquetHistory($entity: String!, $project: String!, $runName: String!,
                         $liveKeys: [String!]!) {
   project(name: $project, entityName: $entity) {
-    run(name: $runName) { parquetHistory(liveKeys: $liveKeys) { parquetUrls liveData } }
+    run(name: $runName) { parquetHistory(liveKeys: $liveKeys) { parquetUrls } }
   }
 }
 """

@@ -386,7 +386,7 @@ class Run(Attrs):
         return HistoryScan(HistoryReader(self), keys, page_size, min_step, max_step)
 
     def iter_history_batches(self, min_step: int | None = None, max_step: int | None = None,
-                             page_size: int = 1000, *, parquet_batch_rows: int = 65_536,
+                             page_size: int = 1000, *, parquet_batch_rows: int = 8_192,
                              use_parquet: bool = True,
                              tmp_dir: str | os.PathLike | None = None) -> Iterator[pa.RecordBatch]:
         """The run's full history as Arrow record batches, steps in [min_step, max_step).

@@ -40,8 +40,8 @@ def test_parquet_mode_really_reads_parquet(api, dataset, emulator):
     emulator.set_parquet_mode("parquet")
     d = next(d for d in dataset if "examples" not in (d.dir / "history.jsonl").read_text())
     run = api.run(d.path)
-    urls, live = HistoryReader(run).parquet_history()
-    assert urls and not live
+    urls = HistoryReader(run).parquet_history()
+    assert len(urls) == 1
     before = api._transport.stats["requests"]
     rows = batches_rows(run.iter_history_batches(page_size=10))
     # parquetHistory + download + lastStep lookup for the (empty) tail: no page per 10 steps.
