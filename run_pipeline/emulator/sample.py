@@ -92,7 +92,7 @@ def generate(
         for r in range(runs):
             k = p * runs + r
             run_rng = random.Random(f"sample:{seed}:{project}:{r}")
-            run_id = _run_id(run_rng, seen)
+            run_id = new_run_id(run_rng, seen)
             # Run 0 carries every feature so a tiny dataset still exercises them all.
             showcase = k == 0
             resumed = k == 1
@@ -371,7 +371,8 @@ def _assign_states(rng: random.Random, total: int) -> list[str]:
     return states
 
 
-def _run_id(rng: random.Random, seen: set[str]) -> str:
+def new_run_id(rng: random.Random, seen: set[str]) -> str:
+    """An 8-character run id not in `seen` (added to it)."""
     while True:
         run_id = "".join(rng.choice(_ALNUM) for _ in range(8))
         if run_id not in seen:

@@ -12,10 +12,9 @@ from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 from run_pipeline.emulator.dataset import read_run_meta
-from run_pipeline.emulator.sample import generate_run
+from run_pipeline.emulator.sample import generate_run, new_run_id
 
 ENTITY = "bench"
-ALNUM = "abcdefghijklmnopqrstuvwxyz0123456789"
 # Heartbeats of generated runs lie well before "now", so runs the nightly scenario touches
 # (heartbeat = now) are exactly the ones a heartbeat watermark finds.
 AGE = timedelta(days=40)
@@ -81,14 +80,6 @@ class Dataset:
                 f"history.jsonl {self.history_bytes() / 2**20:,.0f} MiB ({mix})")
 
 
-def run_id(rng: random.Random, seen: set[str]) -> str:
-    while True:
-        rid = "".join(rng.choice(ALNUM) for _ in range(8))
-        if rid not in seen:
-            seen.add(rid)
-            return rid
-
-
 def _now() -> datetime:
     return datetime.now(timezone.utc).replace(microsecond=0)
 
@@ -118,7 +109,7 @@ def many_runs(root: Path, sizes: Sizes, *, seed: int = 0, processes: int | None 
     jobs, runs = [], []
     for k in range(sizes.many_runs):
         project = projects[k % len(projects)]
-        rid = run_id(rng, seen)
+        rid = new_run_id(rng, seen)
         state = "running" if k % 10 == 3 else rng.choices(["finished", "crashed", "failed", "killed"],
                                                             weights=[85, 5, 5, 5])[0]
         kwargs = dict(state=state, steps=sizes.many_steps, metrics=sizes.many_metrics,
@@ -186,7 +177,7 @@ def apply_nightly(store, dataset: Dataset, sizes: Sizes, *, seed: int = 0) -> Ni
     created = []
     for i in range(sizes.nightly_new_runs):
         project = dataset.projects[i % len(dataset.projects)]
-        rid = run_id(rng, seen)
+        rid = new_run_id(rng, seen)
         run_dir = dataset.root / ENTITY / project / rid
         info = generate_run(run_dir, state="finished", steps=sizes.many_steps, metrics=sizes.many_metrics,
                             seed=rng.randrange(2**32), created_at=_now() - timedelta(hours=3),
