@@ -14,6 +14,7 @@ import socket
 import struct
 from typing import Any
 
+import orjson
 from graphql import DocumentNode, ExecutionResult, GraphQLError, execute, parse, validate
 from starlette.applications import Starlette
 from starlette.requests import Request
@@ -22,7 +23,7 @@ from starlette.routing import Route
 
 from .faults import FaultInjector, RateLimiter
 from .resolvers import Root
-from .schema import load_schema
+from .schema import FastListExecutionContext, load_schema
 from .store import Store
 from .urls import Signer, UrlBuilder
 
@@ -37,6 +38,20 @@ class InjectedFault(Exception):
 def _json(obj: Any, status: int = 200, headers: dict | None = None) -> Response:
     return Response(json.dumps(obj, allow_nan=False, separators=(",", ":")), status_code=status,
                     media_type="application/json", headers=headers)
+
+
+def _graphql_json(body: dict, status: int, headers: dict | None) -> Response:
+    """A GraphQL response body, written by orjson (history pages are megabytes of strings) and
+    meaning what `_json` would write. orjson would write a non-finite float as null where
+    json.dumps refuses it, but none reaches a GraphQL result: every leaf went through a scalar
+    serializer, Float rejects them and JSON spells them as strings. Where orjson refuses
+    (integers beyond 64 bits, lone surrogates, and datetimes and dataclasses, which json.dumps
+    rejects) `_json` writes the body."""
+    try:
+        content = orjson.dumps(body, option=orjson.OPT_PASSTHROUGH_DATETIME | orjson.OPT_PASSTHROUGH_DATACLASS)
+    except TypeError:
+        return _json(body, status, headers)
+    return Response(content, status_code=status, media_type="application/json", headers=headers)
 
 
 def _error(message: str, status: int, headers: dict | None = None) -> Response:
@@ -164,7 +179,8 @@ class EmulatorApp:
             result = ExecutionResult(None, errors)
         else:
             result = execute(load_schema(), document, root_value=ROOT, context_value=context,
-                             variable_values=variables, operation_name=payload.get("operationName") or None)
+                             variable_values=variables, operation_name=payload.get("operationName") or None,
+                             execution_context_class=FastListExecutionContext)
         body: dict[str, Any] = {"data": result.data}
         if result.errors:
             body["errors"] = [e.formatted for e in result.errors]
@@ -172,7 +188,7 @@ class EmulatorApp:
                 if e.original_error is not None and not isinstance(e.original_error, GraphQLError):
                     log.error("resolver failed on %s", e.path, exc_info=e.original_error)
         status = 400 if result.errors and result.data is None else 200
-        return _json(body, status, rl_headers)
+        return _graphql_json(body, status, rl_headers)
 
     async def download(self, request: Request) -> Response:
         if not self._authorized(request):

@@ -306,6 +306,6 @@ def json_safe(v: Any) -> Any:
         return v
     if isinstance(v, dict):
         return {k: json_safe(x) for k, x in v.items()}
-    if isinstance(v, list):
+    if isinstance(v, (list, tuple)):
         return [json_safe(x) for x in v]
     return v

@@ -260,11 +260,15 @@ class RunNode:
         if store.served_from_parquet(rec):
             path = store.parquet_export(rec)
             return {"parquetUrls": [_urls(info).parquet_url(path.name, rec.run_id)], "liveData": []}
-        idx = rec.history.window(None, None)
-        if list(liveKeys) == ["_step"]:
-            return {"parquetUrls": [], "liveData": [{"_step": rec.history.steps[i]} for i in idx]}
-        rows = rec.history.read_rows(idx)
-        return {"parquetUrls": [], "liveData": [{k: r[k] for k in liveKeys if k in r} for r in rows]}
+        # Built only when the query selects liveData: exporters ask for parquetUrls alone.
+        return {"parquetUrls": [], "liveData": lambda info: self._live_data(liveKeys)}
+
+    def _live_data(self, live_keys: list[str]) -> list[dict]:
+        log = self.rec.history
+        idx = log.window(None, None)
+        if list(live_keys) == ["_step"]:
+            return [{"_step": log.steps[i]} for i in idx]
+        return [{k: r[k] for k in live_keys if k in r} for r in log.read_rows(idx)]
 
     def fileCount(self, info):
         return len(self.rec.list_files())

@@ -104,6 +104,35 @@ def test_history_is_served_in_step_order_even_when_logged_out_of_order(emulator)
     assert steps_of(got["all"]) == [0, 1, 2, 3, 4, 5]
     assert steps_of(got["w"]) == [1, 2, 3]
 
+def strict_json(text: str):
+    return json.loads(text, parse_constant=lambda c: pytest.fail(f"bare {c} in the outer JSON"))
+
+
+def test_history_and_events_pages_are_the_logged_lines(emulator):
+    """Each page item is its logged line's JSON text, unchanged: NaN/Infinity tokens, integers
+    beyond 64 bits and non-ASCII text included, whether or not the rest of the response holds
+    values a fast JSON writer refuses (historyKeys' last value here is beyond 64 bits)."""
+    rows = [{"_step": 0, "v": float("nan"), "big": 2**70, "text": "é ☃ \u2028 \"q\" \\n"},
+            {"_step": 1, "v": float("inf"), "w": float("-inf"), "tiny": 3e-8},
+            {"_step": 2, "v": 0.5, "big": -(2**64) - 1, "nested": {"a": [1, None, {"b": True}]}}]
+    run = make_run(emulator, "odd-values", rows)
+    emulator.store.append_system(ENTITY, PROJECT, "odd-values", [{"_runtime": 1, "system.cpu": 0.5},
+                                                                 {"_runtime": 2, "system.gpu.0.temp": float("nan")}])
+    history_lines = (run.dir / "history.jsonl").read_text(encoding="utf-8").split("\n")[:-1]
+    event_lines = (run.dir / "system.jsonl").read_text(encoding="utf-8").split("\n")[:-1]
+    for fields in ("history(minStep: 0, maxStep: 3, samples: 10) events(samples: 10)",
+                   "history(minStep: 0, maxStep: 3, samples: 10) events(samples: 10) historyKeys"):
+        r = post(emulator, {"query": RUN_FIELDS % fields, "variables": {"p": PROJECT, "r": "odd-values"}})
+        assert r.status_code == 200
+        got = strict_json(r.content.decode("utf-8"))["data"]["project"]["run"]
+        assert got["history"] == history_lines and got["events"] == event_lines
+    assert got["historyKeys"]["keys"]["big"]["previousValue"] == -(2**64) - 1
+    assert got["historyKeys"]["keys"]["v"]["previousValue"] == 0.5
+    parsed = [json.loads(line) for line in got["history"]]
+    assert math.isnan(parsed[0]["v"]) and parsed[0]["big"] == 2**70 and parsed[0]["text"] == rows[0]["text"]
+    assert parsed[1]["w"] == -math.inf and parsed[2]["big"] == -(2**64) - 1
+
+
 
 # -- sampledHistory(specs) -----------------------------------------------------------------------
 SAMPLED_Q = ("query($p: String!, $r: String!, $s: [JSONString!]!) {"
