@@ -209,13 +209,27 @@ class HistoryReader:
         ph = run.get("parquetHistory") or {}
         return list(ph.get("parquetUrls") or [])
 
+    def plan(self, use_parquet: bool) -> tuple[list[str], int]:
+        """What a history export needs, in one request: the exported Parquet URLs (when
+        `use_parquet`) and the last step. The system-metric row count comes along and is kept
+        on the run for `system_metric_strings`, which then needs a single request too."""
+        try:
+            run = self._run_field(queries.RUN_HISTORY_PLAN, {**self._name_vars(), "parquet": use_parquet})
+        except WandbQueryError:
+            # A server without `eventsLineCount`: ask for the parts one by one.
+            return (self.parquet_history() if use_parquet else []), self.last_step()
+        keys = run.get("historyKeys") or {}
+        last = keys.get("lastStep") if isinstance(keys, dict) else None
+        count = run.get("eventsLineCount")
+        self._run._events_line_count_hint = None if count is None else int(count)
+        urls = list((run.get("parquetHistory") or {}).get("parquetUrls") or [])
+        return urls, -1 if last is None else int(last)
+
     def iter_batches(self, min_step: int | None, max_step: int | None, page_size: int,
                      parquet_batch_rows: int, tmp_dir: str | os.PathLike | None,
                      use_parquet: bool) -> Iterator[pa.RecordBatch]:
         lo = max(0, int(min_step or 0))
-        urls: list[str] = []
-        if use_parquet:
-            urls = self.parquet_history()
+        urls, last_step = self.plan(use_parquet)
         max_parquet_step: int | None = None
         if urls:
             with tempfile.TemporaryDirectory(prefix="run_pipeline_parquet_", dir=tmp_dir) as tmp:
@@ -232,7 +246,7 @@ class HistoryReader:
                             yield batch
                     os.unlink(path)
         start = lo if max_parquet_step is None else max(lo, max_parquet_step + 1)
-        _, end = self._bounds(start, max_step)
+        end = last_step + 1 if max_step is None else min(last_step + 1, int(max_step))
         yield from self._live_batches(start, end, page_size)
 
     # -- system metrics -----------------------------------------------------------------------
@@ -246,21 +260,35 @@ class HistoryReader:
         value = run.get("eventsLineCount")
         return None if value is None else int(value)
 
+    def _name_vars(self) -> dict[str, Any]:
+        return {"entity": self._run.entity, "project": self._run.project, "name": self._run.id}
+
     def system_metric_strings(self) -> list[str]:
-        expected = self.events_line_count()
-        if expected == 0:
-            return []
-        samples = expected if expected is not None else LARGE_SAMPLES
-        run = self._run_field(queries.RUN_FULL_EVENTS, {
-            "entity": self._run.entity, "project": self._run.project, "name": self._run.id,
-            "samples": samples})
-        strings = run.get("events") or []
-        if expected is not None and len(strings) != expected:
-            raise WandbIncompleteDataError(
-                f"run {self._run._path_str}: server holds {expected} system-metric rows "
-                f"but events(samples: {samples}) returned {len(strings)}"
-            )
-        return strings
+        """Every system-metric row. With a row count from `plan` (or an earlier call), one
+        request asks for that many rows and the count again; a run that logged more since then
+        is asked again with the new count, so nothing is ever down-sampled away."""
+        samples = getattr(self._run, "_events_line_count_hint", None)
+        if samples is None:
+            samples = self.events_line_count()
+            if samples == 0:
+                return []
+            if samples is None:  # a server without the field: ask for everything, uncounted
+                run = self._run_field(queries.RUN_FULL_EVENTS, {**self._name_vars(), "samples": LARGE_SAMPLES})
+                return run.get("events") or []
+        for _ in range(3):
+            run = self._run_field(queries.RUN_COUNTED_EVENTS, {**self._name_vars(), "samples": max(1, samples)})
+            strings = run.get("events") or []
+            expected = int(run.get("eventsLineCount") or 0)
+            self._run._events_line_count_hint = expected
+            if len(strings) == expected:
+                return strings
+            if expected <= samples:
+                break
+            samples = expected  # the run logged more since the count was read
+        raise WandbIncompleteDataError(
+            f"run {self._run._path_str}: server holds {expected} system-metric rows "
+            f"but events(samples: {max(1, samples)}) returned {len(strings)}"
+        )
 
     def iter_system_batches(self, batch_rows: int) -> Iterator[pa.RecordBatch]:
         strings = self.system_metric_strings()

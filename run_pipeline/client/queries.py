@@ -180,6 +180,24 @@ query RunParquetHistory($entity: String!, $project: String!, $runName: String!,
 }
 """
 
+RUN_HISTORY_PLAN = """
+query RunHistoryPlan($entity: String!, $project: String!, $name: String!, $parquet: Boolean!) {
+  project(name: $project, entityName: $entity) {
+    run(name: $name) {
+      historyKeys
+      eventsLineCount
+      parquetHistory(liveKeys: ["_step"]) @include(if: $parquet) { parquetUrls }
+    }
+  }
+}
+"""
+
+RUN_COUNTED_EVENTS = """
+query RunCountedEvents($project: String!, $entity: String!, $name: String!, $samples: Int) {
+  project(name: $project, entityName: $entity) { run(name: $name) { eventsLineCount events(samples: $samples) } }
+}
+"""
+
 RUN_EVENTS_LINE_COUNT = """
 query RunEventsLineCount($project: String!, $entity: String!, $name: String!) {
   project(name: $project, entityName: $entity) { run(name: $name) { eventsLineCount } }

@@ -59,6 +59,8 @@ class Run(Attrs):
         self.project = project
         self._attrs: dict[str, Any] = {}
         self._summary: Summary | None = None
+        # System-metric row count read with the history plan (see client/history.py).
+        self._events_line_count_hint: int | None = None
         self._set_attrs(dict(attrs or {}))
         self._attrs.setdefault("name", run_id)
         if not attrs:

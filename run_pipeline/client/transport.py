@@ -13,6 +13,7 @@ import os
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
+from urllib.parse import urlsplit
 
 import orjson
 import requests
@@ -86,6 +87,24 @@ class _RetryableResponse(Exception):
 # ---------------------------------------------------------------------------------------------
 
 
+class _Session(requests.Session):
+    """A Session that reads the proxy and CA settings of the environment once per host rather
+    than on every request (requests scans all of `os.environ` each time, which cost more than
+    parsing a history page on short runs)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._environment: dict[tuple, dict[str, Any]] = {}
+
+    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: ANN001 - requests' API
+        parts = urlsplit(url)
+        key = (parts.scheme, parts.netloc, tuple(sorted((proxies or {}).items())), stream, verify, cert)
+        settings = self._environment.get(key)
+        if settings is None:
+            settings = self._environment[key] = super().merge_environment_settings(url, proxies, stream, verify, cert)
+        return dict(settings)
+
+
 class Transport:
     """Sends GraphQL documents and file requests to one W&B server.
 
@@ -113,7 +132,7 @@ class Transport:
         self._sleep = sleep
         self._clock = clock
         self._pacer = RateLimitPacer(clock)
-        self._session = requests.Session()
+        self._session = _Session()
         # Retries are ours (with budget and taxonomy); urllib3 must not retry underneath.
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0

@@ -12,11 +12,11 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from run_pipeline.client import Run, WandbIncompleteDataError, batch_to_rows, queries
+from run_pipeline.client import Run, WandbIncompleteDataError, WandbQueryError, batch_to_rows, queries
 
 
 class FakeTransport:
-    def __init__(self, tmp_path, parquet_steps, live_steps, events, events_count):
+    def __init__(self, tmp_path, parquet_steps, live_steps, events, events_count, *, counts=True):
         self.parquet = tmp_path / "export.parquet"
         table = pa.table({
             "_step": pa.array(parquet_steps, pa.int64()),
@@ -28,6 +28,7 @@ class FakeTransport:
         self.live_steps = live_steps
         self.events = events
         self.events_count = events_count
+        self.counts = counts  # False: a server without `eventsLineCount`
         self.calls = []
 
     def absolute_url(self, url):
@@ -41,7 +42,17 @@ class FakeTransport:
     def graphql(self, query, variables=None):
         variables = variables or {}
         self.calls.append((query, dict(variables)))
-        if query is queries.RUN_PARQUET_HISTORY:
+        if not self.counts and "eventsLineCount" in query:
+            raise WandbQueryError("Cannot query field 'eventsLineCount' on type 'Run'.")
+        if query is queries.RUN_HISTORY_PLAN:
+            last = max(self.live_steps) if self.live_steps else -1
+            run = {"historyKeys": {"keys": {}, "lastStep": last}, "eventsLineCount": self.events_count}
+            if variables["parquet"]:
+                run["parquetHistory"] = {"parquetUrls": ["http://storage/x.parquet"]}
+        elif query is queries.RUN_COUNTED_EVENTS:
+            run = {"eventsLineCount": self.events_count,
+                   "events": [json.dumps(e) for e in self.events[: variables["samples"]]]}
+        elif query is queries.RUN_PARQUET_HISTORY:
             run = {"parquetHistory": {"parquetUrls": ["http://storage/x.parquet"],
                                       "liveData": [{"_step": s} for s in self.live_steps]}}
         elif query is queries.RUN_HISTORY_KEYS:
@@ -96,3 +107,36 @@ def test_system_metric_count_is_checked(tmp_path):
     none = FakeTransport(tmp_path, [0], [], [], 0)
     assert list(make_run(none).iter_system_metrics_batches()) == []
     assert not any(c[0] is queries.RUN_FULL_EVENTS for c in none.calls)
+
+
+def test_one_request_plans_the_history_export(tmp_path):
+    # Parquet URLs, the last step and the system-metric count arrive together; the system
+    # metrics then take one request.
+    events = [{"_timestamp": float(i), "system.cpu": 1.0} for i in range(10)]
+    fake = FakeTransport(tmp_path, list(range(100)), list(range(60, 150)), events, 10)
+    run = make_run(fake)
+    assert sum(b.num_rows for b in run.iter_history_batches(page_size=100)) == 150
+    assert sum(b.num_rows for b in run.iter_system_metrics_batches()) == 10
+    kinds = [c[0] if c[0] == "download" else c[0].split("(")[0].split()[-1] for c in fake.calls]
+    assert kinds == ["RunHistoryPlan", "download", "HistoryPage", "RunCountedEvents"]
+
+
+def test_system_metrics_logged_after_the_plan_are_not_sampled_away(tmp_path):
+    events = [{"_timestamp": float(i), "system.cpu": 1.0} for i in range(10)]
+    fake = FakeTransport(tmp_path, [0], [], events[:6], 6)
+    run = make_run(fake)
+    list(run.iter_history_batches())
+    fake.events, fake.events_count = events, 10  # the run logged 4 more rows meanwhile
+    rows = [r for b in run.iter_system_metrics_batches() for r in batch_to_rows(b)]
+    assert [r["_timestamp"] for r in rows] == [float(i) for i in range(10)]
+    asked = [c[1]["samples"] for c in fake.calls if c[0] is queries.RUN_COUNTED_EVENTS]
+    assert asked == [6, 10]
+
+
+def test_server_without_events_line_count(tmp_path):
+    events = [{"_timestamp": float(i), "system.cpu": 1.0} for i in range(10)]
+    fake = FakeTransport(tmp_path, list(range(100)), list(range(60, 150)), events, 10, counts=False)
+    run = make_run(fake)
+    assert [r["_step"] for b in run.iter_history_batches() for r in batch_to_rows(b)] == list(range(150))
+    assert sum(b.num_rows for b in run.iter_system_metrics_batches()) == 10
+    assert any(c[0] is queries.RUN_FULL_EVENTS and c[1]["samples"] > 10 for c in fake.calls)

@@ -144,7 +144,7 @@ def test_cli_export_killed_at_random_moments_then_rerun(server, clean, tmp_path)
             deadline = time.monotonic() + 60
             while not staged(root) and proc.poll() is None and time.monotonic() < deadline:
                 time.sleep(0.002)
-            time.sleep(rng.uniform(0.0, 0.01))
+            time.sleep(rng.uniform(0.0, 0.003))
         kill(proc)
         debris = staged(root)
         mid_write += bool(debris)

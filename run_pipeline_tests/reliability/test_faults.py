@@ -32,7 +32,7 @@ from .digest import explain_difference, warehouse_digest
 from .helpers import ENTITY, PROJECTS, control, dataset_history_rows, dataset_run_ids, export_with_api, run_cli
 
 # 5% for each of 500, 502 and 503 (15% server errors: the harsher reading of "5% 500/502/503").
-RATES = {"429": 0.10, "500": 0.05, "502": 0.05, "503": 0.05, "reset": 0.02, "truncate": 0.02, "slow": 0.05}
+RATES = {"429": 0.10, "500": 0.05, "502": 0.05, "503": 0.05, "reset": 0.03, "truncate": 0.03, "slow": 0.05}
 FAULTS = {"rates": RATES, "slow_seconds": 0.2, "retry_after": 0.2}
 # Requests per second: every GraphQL response carries RateLimit-Remaining / RateLimit-Reset,
 # which the client paces by; a burst past it answers 429 with Retry-After.
