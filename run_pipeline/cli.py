@@ -13,7 +13,6 @@ import json
 import logging
 import os
 import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
 
 EXIT_OK = 0
 EXIT_USAGE = 2
@@ -100,27 +99,22 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
 
 def _export(api, warehouse, targets, *, full: bool, workers: int, quiet: bool) -> tuple[list, dict]:
     """Export every FoundRun in `targets`; returns (results, failures by run path)."""
-    from run_pipeline.export import Exporter
+    from run_pipeline.export import export_runs
 
-    exporter = Exporter(api, warehouse)
     progress = Progress(len(targets), quiet)
     results, failures = [], {}
     try:
-        with ThreadPoolExecutor(max_workers=max(1, workers)) as pool:
-            futures = {pool.submit(exporter.export_run, t.run, full=full): t for t in targets}
-            for fut in as_completed(futures):
-                target = futures[fut]
-                try:
-                    result = fut.result()
-                except Exception as exc:  # reported per run; the others still land
-                    failures[target.ref.path] = f"{type(exc).__name__}: {exc}"
-                    progress.update(target.ref.path, 0, f"FAILED {type(exc).__name__}: {exc}")
-                    continue
-                results.append(result)
-                progress.update(target.ref.path, result.history_rows_written, result.describe())
-                if not result.reconciled:  # landed, but not all of it: never report that as success
-                    failures[target.ref.path] = (f"{result.history_rows_total} history rows in the warehouse, "
-                                                 f"but the server holds {result.server_history_rows}")
+        for outcome in export_runs(api, warehouse, targets, full=full, workers=workers):
+            path, result = outcome.target.ref.path, outcome.result
+            if result is None:
+                failures[path] = outcome.error
+                progress.update(path, 0, f"FAILED {outcome.error}")
+                continue
+            results.append(result)
+            progress.update(path, result.history_rows_written, result.describe())
+            if not result.reconciled:  # landed, but not all of it: never report that as success
+                failures[path] = (f"{result.history_rows_total} history rows in the warehouse, "
+                                  f"but the server holds {result.server_history_rows}")
     finally:
         progress.close()
     return results, failures

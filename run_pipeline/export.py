@@ -5,6 +5,7 @@ Plain Python: no Dagster import."""
 from __future__ import annotations
 
 import shutil
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 import tempfile
 import time
 from contextlib import contextmanager
@@ -169,6 +170,84 @@ class Exporter:
 
     def refresh_catalog(self) -> dict:
         return self.warehouse.refresh_catalog()
+
+
+#: With fewer runs than this per worker, threads: a process pool's start-up would not pay off.
+MIN_RUNS_PER_PROCESS = 4
+
+
+@dataclass(frozen=True)
+class Outcome:
+    """One run of `export_runs`: its result, or the error that stopped it."""
+
+    target: FoundRun
+    result: ExportResult | None
+    error: str | None
+
+
+def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun], *, full: bool = False,
+                workers: int = 1, processes: bool | None = None) -> Iterator[Outcome]:
+    """Export `targets`, `workers` at a time; yield each outcome as it completes. A failed run
+    is reported and the others still land.
+
+    Parsing history holds the GIL, so with `workers > 1` runs are exported in a pool of
+    processes (each with its own client and connection pool, rebuilt from the listing's
+    fields without asking the server again); `processes=None` picks threads when there are
+    too few runs to pay for starting the pool.
+    """
+    workers = max(1, int(workers))
+    if processes is None:
+        processes = workers > 1 and len(targets) >= workers * MIN_RUNS_PER_PROCESS
+    if processes:
+        import multiprocessing
+
+        methods = multiprocessing.get_all_start_methods()
+        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
+        if "forkserver" in methods:
+            context.set_forkserver_preload(["run_pipeline.export"])
+        pool: Any = ProcessPoolExecutor(max_workers=workers, mp_context=context,
+                                        initializer=_start_worker, initargs=(api, warehouse))
+
+        def submit(target: FoundRun) -> Future:
+            return pool.submit(_export_in_worker, target.ref, target.run.server_attrs, full)
+    else:
+        exporter = Exporter(api, warehouse)
+        pool = ThreadPoolExecutor(max_workers=workers)
+
+        def submit(target: FoundRun) -> Future:
+            return pool.submit(_export_here, exporter, target.run, full)
+
+    with pool:
+        futures = {submit(t): t for t in targets}
+        try:
+            for future in as_completed(futures):
+                result, error = future.result()
+                yield Outcome(futures[future], result, error)
+        finally:
+            for future in futures:
+                future.cancel()
+
+
+def _export_here(exporter: Exporter, run: Run, full: bool) -> tuple[ExportResult | None, str | None]:
+    try:
+        return exporter.export_run(run, full=full), None
+    except Exception as exc:  # reported per run; the others still land
+        return None, f"{type(exc).__name__}: {exc}"
+
+
+_worker_exporter: Exporter | None = None
+
+
+def _start_worker(api: Api, warehouse: Warehouse) -> None:
+    global _worker_exporter
+    _worker_exporter = Exporter(api, warehouse)
+
+
+def _export_in_worker(ref: RunRef, attrs: dict[str, Any], full: bool) -> tuple[ExportResult | None, str | None]:
+    exporter = _worker_exporter
+    assert exporter is not None, "export worker not started"
+    run = Run(exporter.api, ref.entity, ref.project, ref.run_id, attrs=attrs) if attrs.get("id") else ref
+    return _export_here(exporter, run, full)
 
 
 def _name_run(exc: Exception, path: str) -> None:

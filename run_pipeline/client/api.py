@@ -178,9 +178,19 @@ class Api:
                                 or env.get("WANDB_PROJECT") or None)
         self._transport = Transport(base_url, key, timeout=timeout, retry=retry,
                                     pool_maxsize=pool_maxsize)
+        # What rebuilds this client in another process (see `__reduce__`).
+        self._settings = {"base_url": base_url, "timeout": timeout, "retry": retry,
+                          "entity": self._entity, "project": self.default_project,
+                          "app_url": self.app_url, "pool_maxsize": pool_maxsize}
         self._features: frozenset[str] | None = None
         self._viewer: dict[str, Any] | None = None
         self._lock = threading.Lock()
+
+    def __reduce__(self) -> tuple:
+        """Pickled as its settings, so an export process pool can give each worker a client of
+        its own (a fresh connection pool). The pickle holds the API key: it is for handing a
+        client to a child process, never for storage."""
+        return _api_from_settings, (self._transport._auth.api_key, self._settings)
 
     def __repr__(self) -> str:
         return f"<Api {self.base_url}>"
@@ -281,3 +291,7 @@ class Api:
         if len(parts) == 1:
             return self.default_entity, parts[0]
         return parts[0], parts[1]
+
+
+def _api_from_settings(api_key: str, settings: dict[str, Any]) -> Api:
+    return Api(api_key, **settings)

@@ -89,6 +89,13 @@ class ApiKeyAuth(requests.auth.AuthBase):
         self._netloc = parts.netloc.lower()
         self._prefix = parts.path.rstrip("/")
 
+    @property
+    def api_key(self) -> str | None:
+        """The key itself (for handing a client to a child process; never for display)."""
+        if self._header is None:
+            return None
+        return base64.b64decode(self._header.removeprefix("Basic ")).decode().split(":", 1)[1]
+
     def applies_to(self, url: str) -> bool:
         parts = urllib.parse.urlsplit(url)
         return (

@@ -58,6 +58,9 @@ class Run(Attrs):
         self._entity = entity
         self.project = project
         self._attrs: dict[str, Any] = {}
+        # The fields as the server sent them (`_attrs` holds them decoded): enough to rebuild
+        # this Run elsewhere without asking again (see `export.export_runs`).
+        self.server_attrs: dict[str, Any] = {}
         self._summary: Summary | None = None
         # System-metric row count read with the history plan (see client/history.py).
         self._events_line_count_hint: int | None = None
@@ -69,6 +72,7 @@ class Run(Attrs):
     # -- loading ------------------------------------------------------------------------------
 
     def _set_attrs(self, attrs: dict[str, Any]) -> None:
+        self.server_attrs.update(attrs)
         if "config" in attrs:
             raw = as_dict(attrs["config"])
             user_config, rawconfig = {}, {}

@@ -6,14 +6,16 @@ import os
 from collections.abc import Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import duckdb
 import pyarrow.fs as pafs
 
 from . import catalog, export, state
 from .layout import HISTORY, RunKey, WarehouseRoot
 from .lock import run_lock
+
+if TYPE_CHECKING:  # duckdb is imported where a catalog is built or opened
+    import duckdb
 from .series import HistorySource, SystemSource
 
 

@@ -20,8 +20,8 @@ import os
 import time
 import uuid
 from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
-import duckdb
 import pyarrow.fs as pafs
 
 from .errors import WarehouseCatalogError
@@ -36,6 +36,9 @@ from .layout import (
     TABLES,
     WarehouseRoot,
 )
+
+if TYPE_CHECKING:
+    import duckdb
 
 _IDS = "entity, project, run_id"
 _KEY_VALUE_COLUMNS = f"{_IDS}, key, CAST(value AS JSON) AS value, value_double, value_text"
@@ -125,6 +128,8 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
     Returns figures for a materialization: the database path, the views, the tables still
     empty, the number of runs, and the seconds it took.
     """
+    import duckdb  # here, not at module level: exporting never needs it (~20 MB resident)
+
     started = time.monotonic()
     wr = WarehouseRoot.parse(root, filesystem)
     if database is None:
@@ -186,6 +191,8 @@ def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSys
     `CREATE SECRET` options, e.g. key_id, secret, region, endpoint, url_style, use_ssl) and the
     views created from `view_statements`. httpfs must be installable (network) or installed.
     """
+    import duckdb
+
     wr = WarehouseRoot.parse(root, filesystem)
     if wr.is_local:
         if not os.path.exists(wr.catalog_path()):

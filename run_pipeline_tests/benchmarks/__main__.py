@@ -96,8 +96,8 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--contender", dest="contenders", action="append", choices=CONTENDERS,
                    help="run only this contender (repeatable; default: all)")
     p.add_argument("--workers", type=int, default=1, help="runs run_pipeline exports at once (default 1)")
-    p.add_argument("--threads", type=int,
-                   help="also measure run_pipeline on many-runs with this many export threads, as the CLI's "
+    p.add_argument("--pool", dest="threads", type=int, metavar="N",
+                   help="also measure run_pipeline on many-runs with N export worker processes, as the CLI's "
                         "--workers does (default 4, the CLI's default, on the full run; 0 or 1: skip)")
     p.add_argument("--profile", action="store_true",
                    help="cProfile run_pipeline's first repetition and print its hotspots")
@@ -110,7 +110,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.scenario = args.scenario or list(SCENARIOS)
     args.contenders = args.contenders or list(CONTENDERS)
     if args.threads is None:
-        args.threads = 0 if args.quick else 4
+        args.threads = 2
     return args
 
 

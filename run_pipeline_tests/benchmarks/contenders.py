@@ -60,29 +60,26 @@ def wire(spec: dict[str, Any]) -> dict[str, Any]:
 
 
 def run_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
-    """The export path of the Dagster assets and `run-pipeline export`: discover runs, then
-    `Exporter.export_run` for each (incremental), then refresh the DuckDB catalog."""
-    from concurrent.futures import ThreadPoolExecutor
-
+    """The export path of `run-pipeline export` (and, one run at a time, of the Dagster assets):
+    discover runs, export them `workers` at a time with `export_runs` (incremental), then
+    refresh the DuckDB catalog."""
     from run_pipeline.client import Api
-    from run_pipeline.export import Exporter, discover_runs
+    from run_pipeline.export import discover_runs, export_runs
     from run_pipeline.warehouse import Warehouse
 
-    workers = int(spec.get("workers") or 1)
     start = time.perf_counter()
     api = Api(api_key=spec["api_key"], base_url=spec["base_url"])
     warehouse = Warehouse(spec["out_dir"])
-    exporter = Exporter(api, warehouse)
     found = [f for project in spec["projects"]
              for f in discover_runs(api, spec["entity"], project, since=spec.get("since"))]
-    if workers > 1:
-        with ThreadPoolExecutor(max_workers=workers) as pool:
-            results = list(pool.map(lambda f: exporter.export_run(f.run), found))
-    else:
-        results = [exporter.export_run(f.run) for f in found]
+    outcomes = list(export_runs(api, warehouse, found, workers=int(spec.get("workers") or 1)))
     export_seconds = time.perf_counter() - start
     warehouse.refresh_catalog()
     seconds = time.perf_counter() - start
+    failed = {o.target.ref.path: o.error for o in outcomes if o.result is None}
+    if failed:
+        raise RuntimeError(f"{len(failed)} runs failed: {failed}")
+    results = [o.result for o in outcomes]
     bad = [r.ref.path for r in results if not r.reconciled]
     return {"seconds": seconds, "export_seconds": export_seconds,
             "rows": sum(r.history_rows_written for r in results), "runs": len(results),

@@ -121,6 +121,17 @@ def sdk_environment(home: Path) -> dict[str, str]:
     return env
 
 
+def _without_pandas(work: Path) -> Path:
+    """A directory whose `pandas` cannot be imported, to put first on the path. run_pipeline
+    does not depend on pandas; this venv has it for the SDK baseline, and pyarrow imports it
+    when it can on its first conversion from Python objects (~0.2 s and ~37 MB once per
+    process, worker processes included). run_pipeline is measured as it is installed."""
+    stub = work / "no-pandas" / "pandas"
+    stub.mkdir(parents=True, exist_ok=True)
+    (stub / "__init__.py").write_text('raise ImportError("pandas is not installed for this contender")\n')
+    return stub.parent
+
+
 def run_child(spec: dict[str, Any], work: Path, *, timeout: float = 3600,
               graphql_counter=None, py_spy: Path | None = None) -> Attempt:
     """Run `contenders.py` on `spec` in a fresh interpreter; raise with its stderr on failure."""
@@ -132,6 +143,8 @@ def run_child(spec: dict[str, Any], work: Path, *, timeout: float = 3600,
            if k not in ("WANDB_API_KEY", "WANDB_BASE_URL", "WANDB_ENTITY", "WANDB_PROJECT")}
     env.update(sdk_environment(work / "env"))
     env.setdefault("PYTHONHASHSEED", "0")
+    if spec["contender"] == "run_pipeline":
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_without_pandas(work)), env.get("PYTHONPATH")]))
     before = graphql_counter() if graphql_counter else -1
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()

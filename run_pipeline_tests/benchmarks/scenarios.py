@@ -92,7 +92,7 @@ class Bench:
                 since: str | None = None, min_steps: dict | None = None, prepare=None, keep: Path | None = None,
                 rows_basis: str = "own", workers: int | None = None, sdk_cap: int | None = None) -> Measurement:
         workers = workers or self.args.workers
-        name = contender if workers == 1 or contender != "run_pipeline" else f"{contender} ({workers} threads)"
+        name = contender if workers == 1 or contender != "run_pipeline" else f"{contender} ({workers} workers)"
         m = Measurement(label, name)
         reps = self.sdk_reps if contender == "wandb-sdk" else self.reps
         for i in range(reps):

@@ -409,3 +409,18 @@ def test_prefetch_stops_its_thread_when_abandoned():
     assert len(produced) < 10
     assert not any(t.name == "run_pipeline-prefetch" and t.is_alive()
                    for t in threading.enumerate())
+
+
+def test_client_pickles_for_a_worker_process_with_its_settings():
+    # export_runs hands the client to worker processes; each rebuilds its own from the pickle.
+    import pickle
+
+    from run_pipeline.client import RetryPolicy
+
+    api = Api(KEY, "http://127.0.0.1:9/", environ={}, entity="ent", timeout=5.0, retry=RetryPolicy(budget=7.0))
+    clone = pickle.loads(pickle.dumps(api))
+    assert clone is not api and clone._transport is not api._transport
+    assert (clone.base_url, clone.default_entity, clone._transport.timeout) == ("http://127.0.0.1:9", "ent", 5.0)
+    assert clone._transport.retry.budget == 7.0
+    assert clone._transport._auth.api_key == KEY
+    assert KEY not in str(vars(clone))

@@ -6,7 +6,8 @@ names the run, within the retry budget, instead of a hang.
 
 Seeds: 0-9 through `Exporter` (the whole sample dataset, 36 runs in 3 projects, 4 runs at once,
 history from exported Parquet on even seeds and live GraphQL pages on odd ones), 10-11 through
-`run-pipeline export` (project rl-agents, 12 runs, the client's default retry policy), 12-13
+`run-pipeline export` (project rl-agents, 12 runs, the client's default retry policy; seed 10
+in a pool of two worker processes), 12-13
 through Dagster (project llm-finetune, 6 partitions each, the resource's default retry policy).
 """
 
@@ -121,7 +122,9 @@ def test_cli_export_under_faults_lands_what_a_fault_free_export_lands(emulator, 
     control(emulator.base_url, emulator.api_key, "rate-limit", {"requests_per_second": RATE_LIMIT})
     control(emulator.base_url, emulator.api_key, "faults", {"seed": seed, **FAULTS})
     wh = tmp_path / "wh"
-    r = run_cli(["export", "--entity", ENTITY, "--project", CLI_PROJECT, "--warehouse", str(wh)],
+    # Seed 10 with two workers: 12 runs go to a pool of two processes; seed 11: four threads.
+    workers = ["--workers", "2"] if seed == CLI_SEEDS[0] else []
+    r = run_cli(["export", "--entity", ENTITY, "--project", CLI_PROJECT, "--warehouse", str(wh), *workers],
                 env={"WANDB_BASE_URL": emulator.base_url, "WANDB_API_KEY": emulator.api_key}, timeout=170)
     injected = control(emulator.base_url, emulator.api_key, "stats", {})["faults"]
     emulator.clear_faults()
