@@ -198,6 +198,11 @@ def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun], *, full
     workers = max(1, int(workers))
     if processes is None:
         processes = workers > 1 and len(targets) >= workers * MIN_RUNS_PER_PROCESS
+    if workers == 1 and not processes:
+        exporter = Exporter(api, warehouse)
+        for target in targets:
+            yield Outcome(target, *_export_here(exporter, target.run, full))
+        return
     if processes:
         import multiprocessing
 

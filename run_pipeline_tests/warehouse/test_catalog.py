@@ -8,6 +8,7 @@ import math
 import statistics
 
 import duckdb
+import pyarrow as pa
 import pytest
 
 from run_pipeline.warehouse import EXAMPLES, TABLES, export_run, refresh_catalog, view_statements
@@ -28,8 +29,12 @@ def test_refresh_is_idempotent_and_new_runs_and_keys_need_no_refresh(tmp_path):
     export_run(tmp_path, make_run(run_id="a"), [batch([0], {"loss": [1.0]})])
     first = refresh_catalog(tmp_path)
     second = refresh_catalog(tmp_path)
-    assert {k: v for k, v in first.items() if k != "seconds"} == {k: v for k, v in second.items() if k != "seconds"}
+    same = lambda info: {k: v for k, v in info.items() if k not in ("seconds", "catalog")}  # noqa: E731
+    assert same(first) == same(second)
     assert first["runs"] == 1 and first["empty_tables"] == "system_metrics"
+    # The views did not change, so the second refresh left the catalog as it was.
+    assert (first["catalog"], second["catalog"]) == ("rebuilt", "unchanged")
+    assert refresh_catalog(tmp_path, force=True)["catalog"] == "rebuilt"
 
     export_run(tmp_path, make_run(run_id="b"), [batch([0, 1], {"loss": [2.0, 3.0], "new/key": ["x", "y"]})])
     assert query(tmp_path, "SELECT run_id, count(*) FROM history GROUP BY ALL ORDER BY ALL", catalog=True) == [
@@ -136,3 +141,24 @@ def test_refresh_does_not_wait_for_open_readers(tmp_path):
         reader.close()
     assert query(tmp_path, "SELECT count(*) FROM history", catalog=True) == [(1,)]
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("warehouse")) == ["warehouse.duckdb"]
+
+
+def test_refresh_rebuilds_when_a_table_gets_its_first_file_or_the_catalog_changed(tmp_path):
+    export_run(tmp_path, make_run(run_id="a"), [batch([0], {"loss": [1.0]})])
+    assert refresh_catalog(tmp_path)["empty_tables"] == "system_metrics"
+    export_run(tmp_path, make_run(run_id="b"), [batch([0], {"loss": [2.0]})])
+    assert refresh_catalog(tmp_path)["catalog"] == "unchanged"  # new runs: the globs see them
+    assert query(tmp_path, "SELECT count(*) FROM runs", catalog=True) == [(2,)]
+    # system_metrics gets its first file: its placeholder view must become a real one.
+    system = pa.RecordBatch.from_pydict({"_timestamp": [1.0], "_runtime": [0.5], "system.cpu": [5.0]})
+    export_run(tmp_path, make_run(run_id="c"), None, [system])
+    info = refresh_catalog(tmp_path)
+    assert (info["catalog"], info["empty_tables"]) == ("rebuilt", "")
+    assert query(tmp_path, 'SELECT run_id, "system.cpu" FROM system_metrics', catalog=True) == [("c", 5.0)]
+    # A catalog replaced behind the refresh's back (another writer, a restore) is rebuilt.
+    catalog = tmp_path / "warehouse.duckdb"
+    catalog.unlink()
+    duckdb.connect(str(catalog)).close()
+    info = refresh_catalog(tmp_path)
+    assert info["catalog"] == "rebuilt" and info["runs"] == 3
+    assert query(tmp_path, "SELECT count(*) FROM history", catalog=True) == [(2,)]
