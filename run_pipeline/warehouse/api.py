@@ -65,9 +65,10 @@ class Warehouse:
         """Last committed history step of a run; -1 when none."""
         return state.last_exported_step(self.root, RunKey(entity, project, run_id))
 
-    def refresh_catalog(self, database: str | os.PathLike | None = None) -> dict:
-        """(Re)create the DuckDB views (see `catalog.refresh_catalog`)."""
-        return catalog.refresh_catalog(self.root, database=database)
+    def refresh_catalog(self, database: str | os.PathLike | None = None, *, force: bool = False) -> dict:
+        """(Re)create the DuckDB views, unless they are up to date or `force` (see
+        `catalog.refresh_catalog`)."""
+        return catalog.refresh_catalog(self.root, database=database, force=force)
 
     def view_statements(self) -> list[str]:
         """`CREATE OR REPLACE VIEW` statements over this root."""

@@ -163,7 +163,7 @@ from run_pipeline.warehouse import Warehouse
 warehouse = Warehouse(sys.argv[1])
 print("ready", flush=True)
 while True:
-    warehouse.refresh_catalog()
+    warehouse.refresh_catalog(force=True)  # rebuild every time (an unchanged catalog is kept)
 """
 
 
