@@ -14,6 +14,8 @@ from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote, unquote
 
+import pyarrow as pa
+
 from run_pipeline.client import Api, Run, WandbClientError
 from run_pipeline.settings import LIST_PAGE_SIZE, TERMINAL_STATES
 from run_pipeline.warehouse import RunExport, Warehouse, WarehouseError
@@ -166,6 +168,9 @@ class Exporter:
             system_metrics=run.iter_system_metrics_batches,
             incremental=not full,
         )
+        # The next run (or the catalog refresh) starts from what one run needs, not from the
+        # buffers the allocator kept from this one.
+        pa.default_memory_pool().release_unused()
         return ExportResult(ref, run.state, written, int(meta["history_line_count"] or 0), time.perf_counter() - start)
 
     def refresh_catalog(self) -> dict:

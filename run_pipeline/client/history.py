@@ -36,6 +36,8 @@ if TYPE_CHECKING:
 
 #: Windows never grow past this many steps (bounds one page when density jumps).
 MAX_WINDOW_FACTOR = 64
+#: Bytes read at a time from each column of an exported Parquet file.
+PARQUET_READ_BUFFER = 64 * 1024
 #: Without `eventsLineCount`, ask for this many system-metric rows.
 LARGE_SAMPLES = 10_000_000
 
@@ -303,8 +305,10 @@ def _read_parquet(path: str, min_step: int, max_step: int | None,
                   batch_rows: int) -> Iterable[tuple[pa.RecordBatch | None, int | None]]:
     """Batches of one exported file filtered to [min_step, max_step), each with the file's
     highest step seen so far in it (unfiltered, for the live-tail boundary)."""
-    pf = pq.ParquetFile(path)
-    for raw in pf.iter_batches(batch_size=batch_rows):
+    # Read in 64 KiB pieces, without pre-buffering: an export is often one large row group,
+    # which would otherwise be held whole (peak memory growing with the run's length).
+    pf = pq.ParquetFile(path, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
+    for raw in pf.iter_batches(batch_size=batch_rows, use_threads=False):
         batch = normalize_batch(raw)
         if STEP not in batch.schema.names:
             raise WandbQueryError("exported history parquet has no _step column")
