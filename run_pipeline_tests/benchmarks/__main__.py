@@ -31,25 +31,27 @@ def targets(bench: Bench) -> list[str]:
     out = []
     r = bench.results
 
-    def speedup(scenario: str, goal: float, what: str) -> None:
-        rp = _find(r, scenario, "run_pipeline")
+    def speedup(scenario: str, goal: float, what: str, pooled: bool = False) -> None:
         sdk = next((m for m in r if m.scenario == scenario and m.contender.startswith("wandb-sdk")), None)
-        if rp and sdk:
-            x = rp.rows_per_second / sdk.rows_per_second
-            out.append(f"- {what}: {x:.1f}× the SDK (target ≥ {goal:g}×): {'OK' if x >= goal else 'MISSED'}")
-
-    def threads(scenario: str) -> None:
-        sdk = next((m for m in r if m.scenario == scenario and m.contender.startswith("wandb-sdk")), None)
-        for m in r:
-            if m.scenario == scenario and m.contender.startswith("run_pipeline (") and sdk and m.attempts:
-                out.append(f"  - {m.contender}: {m.rows_per_second / sdk.rows_per_second:.1f}× the SDK")
+        mine = [m for m in r if m.scenario == scenario and m.contender.startswith("run_pipeline") and m.attempts]
+        if not (sdk and mine):
+            return
+        # Many runs: the CLI exports them in a pool of worker processes; the target is judged on
+        # that, and one process is shown beside it.
+        pool = [m for m in mine if m.contender != "run_pipeline"] if pooled else []
+        judged = pool[-1] if pool else next((m for m in mine if m.contender == "run_pipeline"), mine[0])
+        x = judged.rows_per_second / sdk.rows_per_second
+        how = f" ({judged.contender.removeprefix('run_pipeline ').strip('()')})" if judged.contender != "run_pipeline" else ""
+        out.append(f"- {what}{how}: {x:.1f}× the SDK (target ≥ {goal:g}×): {'OK' if x >= goal else 'MISSED'}")
+        for m in mine:
+            if m is not judged:
+                label = m.contender.removeprefix("run_pipeline").strip(" ()") or "one process"
+                out.append(f"  - {label}: {m.rows_per_second / sdk.rows_per_second:.1f}× the SDK")
 
     speedup("long-run · live", 10, "long-run from live pages")
     speedup("long-run · parquet", 20, "long-run from exported Parquet")
-    speedup("many-runs · parquet", 20, "many-runs from exported Parquet")
-    threads("many-runs · parquet")
-    speedup("many-runs · live", 15, "many-runs from live pages")
-    threads("many-runs · live")
+    speedup("many-runs · parquet", 20, "many-runs from exported Parquet", pooled=True)
+    speedup("many-runs · live", 15, "many-runs from live pages", pooled=True)
     for key in sorted(k for k in bench.facts if k.startswith("rss:")):
         _, name, mode = key.split(":")
         rows, rss = bench.facts[key]
@@ -98,7 +100,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     p.add_argument("--workers", type=int, default=1, help="runs run_pipeline exports at once (default 1)")
     p.add_argument("--pool", dest="threads", type=int, metavar="N",
                    help="also measure run_pipeline on many-runs with N export worker processes, as the CLI's "
-                        "--workers does (default 4, the CLI's default, on the full run; 0 or 1: skip)")
+                        "--workers does (default 4, the CLI's default; 0 or 1: skip)")
     p.add_argument("--profile", action="store_true",
                    help="cProfile run_pipeline's first repetition and print its hotspots")
     p.add_argument("--py-spy", type=Path, metavar="DIR",
@@ -110,7 +112,7 @@ def parse_args(argv: list[str]) -> argparse.Namespace:
     args.scenario = args.scenario or list(SCENARIOS)
     args.contenders = args.contenders or list(CONTENDERS)
     if args.threads is None:
-        args.threads = 2
+        args.threads = 4
     return args
 
 
