@@ -4,10 +4,7 @@ Column `_step` int64 first, then one column per metric key named exactly as logg
 decided per batch: ints that fit int64 → int64; numbers (incl. NaN/±Infinity) → float64;
 bools → bool; strings → string; anything else (dicts, lists, media, ints beyond int64, mixed
 types) → string holding JSON text, marked with field metadata `{b"run_pipeline.json": b"1"}`.
-Missing values are null; rows keep their order (repeated steps included). On the live path a
-page is parsed with the number and bool types of the page before it (`type_hint`), so a column
-that held floats earlier in the run stays float64 where its page holds only integers (the
-warehouse's run-level type is DOUBLE then too).
+Missing values are null; rows keep their order (repeated steps included).
 """
 
 from __future__ import annotations
@@ -108,13 +105,8 @@ def _may_hold_huge_ints(column: pa.ChunkedArray) -> bool:
     return pc.max(pc.abs(finite)).as_py() >= 2.0**63
 
 
-def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,),
-                     hint: pa.Schema | None = None) -> pa.RecordBatch:
+def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> pa.RecordBatch:
     """Build one record batch from W&B history row strings (one JSON object each).
-
-    `hint` (see `type_hint`) gives the column types of an earlier page of the same run:
-    parsing with them instead of inferring is ~2x faster, and a value that does not fit them
-    makes the page be parsed again without them, so the result is the same.
 
     The page is parsed as NDJSON by pyarrow.json (C++, strict about types: a key that is a
     number in one row and a bool or string in another is an error, not a silent coercion).
@@ -125,12 +117,11 @@ def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,),
     if not strings:
         return rows_to_batch([], first)
     data = "\n".join(strings).encode("utf-8")
-    table = _read_with_hint(data, hint) if hint is not None and len(hint) else None
-    if table is None:
-        try:
-            table = pa_json.read_json(io.BytesIO(data), read_options=_READ_OPTIONS)
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-            return rows_to_batch(parse_rows(strings), first)
+    try:
+        table = pa_json.read_json(
+            io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 20))
+    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+        return rows_to_batch(parse_rows(strings), first)
     names = table.column_names
     # One byte scan of the page decides whether any float column needs the per-column check.
     if (table.num_rows != len(strings) or len(set(names)) != len(names)
@@ -153,34 +144,6 @@ def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,),
         arrays.append(array)
         fields.append(pa.field(name, array.type, metadata=JSON_METADATA if is_json else None))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
-
-
-_READ_OPTIONS = pa_json.ReadOptions(block_size=1 << 20)
-_HINT_TYPES = (pa.int64(), pa.float64(), pa.bool_())
-
-
-def type_hint(batch: pa.RecordBatch) -> pa.Schema:
-    """The columns of a parsed page whose types a later page may be parsed with (numbers and
-    bools; strings are left to inference, which also recognizes timestamps)."""
-    return pa.schema([pa.field(f.name, f.type) for f in batch.schema
-                      if f.type in _HINT_TYPES and not is_json_field(f)])
-
-
-def _read_with_hint(data: bytes, hint: pa.Schema) -> pa.Table | None:
-    """Parse an NDJSON page with the hinted types (None when a value does not fit them).
-    Hinted columns the page does not hold come back all null and are dropped, as inference
-    would not have produced them."""
-    options = pa_json.ParseOptions(explicit_schema=hint, unexpected_field_behavior="infer")
-    try:
-        table = pa_json.read_json(io.BytesIO(data), read_options=_READ_OPTIONS, parse_options=options)
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
-        return None
-    hinted = set(hint.names)
-    absent = [i for i, name in enumerate(table.column_names)
-              if name in hinted and table.column(i).null_count == table.num_rows]
-    for i in reversed(absent):
-        table = table.remove_column(i)
-    return table
 
 
 def normalize_batch(batch: pa.RecordBatch) -> pa.RecordBatch:

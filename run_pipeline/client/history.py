@@ -23,7 +23,6 @@ from run_pipeline.client.batches import (
     normalize_batch,
     parse_rows,
     strings_to_batch,
-    type_hint,
 )
 from run_pipeline.client.errors import (
     WandbIncompleteDataError,
@@ -188,10 +187,8 @@ class HistoryReader:
 
     def _live_batches(self, start: int, end: int, page_size: int) -> Iterator[pa.RecordBatch]:
         pages = page_windows(self.fetch_history_page, start, end, page_size)
-        hint = None
         for strings in prefetch(pages):
-            batch = strings_to_batch(strings, hint=hint)
-            hint = type_hint(batch)
+            batch = strings_to_batch(strings)
             # The server must honour the window; rows outside it would duplicate parquet rows.
             if STEP in batch.schema.names:
                 steps = batch.column(STEP)

@@ -424,36 +424,3 @@ def test_client_pickles_for_a_worker_process_with_its_settings():
     assert clone._transport.retry.budget == 7.0
     assert clone._transport._auth.api_key == KEY
     assert KEY not in str(vars(clone))
-
-
-def test_pages_parsed_with_a_type_hint_equal_pages_parsed_without():
-    # The live path parses each page with the previous page's types; whatever a page holds,
-    # the batch must be the one inference gives.
-    from run_pipeline.client.batches import strings_to_batch, type_hint
-
-    first = [json.dumps({"_step": 0, "loss": 1.5, "n": 3, "ok": True, "gone": 1.0})]
-    hint = type_hint(strings_to_batch(first))
-    assert hint.names == ["_step", "loss", "n", "ok", "gone"]
-    pages = [
-        ['{"_step": 1, "loss": 2, "n": 4, "ok": false, "new": "x"}'],            # int in a float column
-        ['{"_step": 2, "loss": "high", "n": 5}'],                                 # a number turns string
-        ['{"_step": 3, "n": 5.5, "ok": 1}'],                                      # int → float, bool → number
-        ['{"_step": 4, "loss": NaN, "n": 12345678901234567890123}'],              # NaN, an int beyond 64 bits
-        ['{"_step": 5, "loss": {"nested": [1, 2]}, "ok": null}', '{"_step": 6}'],  # object; null; missing keys
-        ['{"_step": 7, "loss": Infinity, "when": "2024-01-02T03:04:05"}'],        # date-like strings
-    ]
-    for page in pages:
-        plain, hinted = strings_to_batch(page), strings_to_batch(page, hint=hint)
-        assert hinted.schema.names == [n for n in hinted.schema.names if n in plain.schema.names]
-        assert sorted(hinted.schema.names) == sorted(plain.schema.names), page
-        for name in plain.schema.names:
-            if plain.schema.field(name).type == pa.int64() and hint.field(name).type == pa.float64():
-                # A column that held floats earlier in the run stays float64 (as the run-level
-                # type does in the warehouse); the values are the same numbers.
-                assert hinted.schema.field(name).type == pa.float64(), (page, name)
-                assert hinted.column(name).to_pylist() == [float(v) for v in plain.column(name).to_pylist()]
-                continue
-            assert hinted.schema.field(name) == plain.schema.field(name), (page, name)
-            assert hinted.column(name).to_pylist() == plain.column(name).to_pylist() or all(
-                a != a and b != b for a, b in zip(hinted.column(name).to_pylist(), plain.column(name).to_pylist())
-            ), (page, name)
