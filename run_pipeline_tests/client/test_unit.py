@@ -424,3 +424,15 @@ def test_client_pickles_for_a_worker_process_with_its_settings():
     assert clone._transport.retry.budget == 7.0
     assert clone._transport._auth.api_key == KEY
     assert KEY not in str(vars(clone))
+
+
+def test_integer_beyond_int64_among_floats_nan_and_infinity_stays_exact():
+    from run_pipeline.client.batches import strings_to_batch
+
+    page = ['{"_step": 0, "x": 1.5, "y": 1.5}', '{"_step": 1, "x": Infinity, "y": -Infinity}',
+            '{"_step": 2, "x": 18446744073709551617, "y": 1e300}', '{"_step": 3, "x": NaN, "y": NaN}']
+    batch = strings_to_batch(page)
+    assert is_json_field(batch.schema.field("x"))  # mixed number kinds with a huge int: JSON text
+    assert [r.get("x") for r in batch_to_rows(batch)][:3] == [1.5, math.inf, 18446744073709551617]
+    assert batch.schema.field("y").type == pa.float64()  # real floats, however large, stay float64
+    assert batch.column("y").to_pylist()[:3] == [1.5, -math.inf, 1e300]
