@@ -75,6 +75,10 @@ class TreeRssSampler:
     def __init__(self, pid: int):
         self.pid = pid
         self.peak = 0
+        # Own user+sys seconds of every process seen in the tree, at its last sample: worker
+        # processes a pool (or a forkserver) starts are not all reaped by the child, so the
+        # kernel's children usage misses them.
+        self.cpu_by_pid: dict[int, float] = {}
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -104,6 +108,8 @@ class TreeRssSampler:
             for proc in procs:
                 try:
                     total += proc.memory_info().rss
+                    times = proc.cpu_times()
+                    self.cpu_by_pid[proc.pid] = times.user + times.system
                 except psutil.NoSuchProcess:
                     pass
             self.peak = max(self.peak, total)
@@ -171,6 +177,9 @@ def run_child(spec: dict[str, Any], work: Path, *, timeout: float = 3600,
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
     # Under py-spy the contender is a grandchild whose usage is not reported here.
     cpu = 0.0 if py_spy is not None else (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
+    # The sampled tree sees pool workers the rusage of reaped children does not (it misses at
+    # most the last sampling interval of each process).
+    cpu = max(cpu, sum(sampler.cpu_by_pid.values())) if py_spy is None else cpu
     result = json.loads(result_path.read_text())
     graphql = graphql_counter() - before if graphql_counter else -1
     rss = max(sampler.peak / 2**20, float(result.get("vmhwm_mb") or 0))
