@@ -42,9 +42,10 @@ USER_AGENT = "run_pipeline W&B Public Client"
 
 
 # orjson reads an integer beyond 64 bits as a float, silently rounding it (2**64 + 1 becomes
-# 1.8446744073709552e+19). Text holding a run of 19 digits may have one, so it goes to the
-# exact stdlib parser; a false positive (a long mantissa, digits in a string) only costs speed.
-# Mapping every digit to "0" and searching for 19 zeros is ~10x faster than a regex scan.
+# 1.8446744073709552e+19). `parse_json` checks the parsed floats; `may_hold_big_ints` instead
+# scans text for a run of 19 digits (for pages of many numbers, where that is cheaper), and a
+# false positive (a long mantissa, digits in a string) only costs speed. Mapping every digit
+# to "0" and searching for 19 zeros is ~10x faster than a regex scan.
 _DIGITS_BYTES = bytes.maketrans(b"123456789", b"000000000")
 _DIGITS_TEXT = str.maketrans("123456789", "000000000")
 _RUN_BYTES, _RUN_TEXT = b"0" * 19, "0" * 19
@@ -57,16 +58,39 @@ def may_hold_big_ints(data: bytes | str) -> bool:
     return _RUN_BYTES in data.translate(_DIGITS_BYTES)
 
 
+def _may_be_rounded(value: Any) -> bool:
+    """Whether an orjson result holds a float where the text may have had an integer beyond
+    orjson's range: orjson reads those as floats of magnitude >= 2**63. A walk of the parsed
+    values skips the text inside strings, which on a history page is nearly all of it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if not -_ROUNDED < item < _ROUNDED:
+                return True
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+    return False
+
+
+_ROUNDED = 2.0**63
+
+
 def parse_json(data: bytes | str) -> Any:
     """Parse JSON fast with orjson, falling back to the stdlib for what orjson rejects
-    (`NaN`/`Infinity` tokens) or would round (integers beyond 64 bits)."""
+    (`NaN`/`Infinity` tokens) or may have rounded (integers beyond 64 bits)."""
     if isinstance(data, (bytearray, memoryview)):
         data = bytes(data)
-    if not may_hold_big_ints(data):
-        try:
-            return orjson.loads(data)
-        except orjson.JSONDecodeError:
-            pass
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if not _may_be_rounded(value):
+            return value
     if isinstance(data, bytes):
         data = data.decode("utf-8")
     try:
