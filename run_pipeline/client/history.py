@@ -192,9 +192,11 @@ class HistoryReader:
             # The server must honour the window; rows outside it would duplicate parquet rows.
             if STEP in batch.schema.names:
                 steps = batch.column(STEP)
-                mask = pc.and_(pc.greater_equal(steps, start), pc.less(steps, end))
-                if not pc.all(mask).as_py():
-                    batch = batch.filter(mask)
+                bounds = pc.min_max(steps)
+                low, high = bounds["min"].as_py(), bounds["max"].as_py()
+                if low is None or low < start or high >= end or steps.null_count:
+                    mask = pc.and_(pc.greater_equal(steps, start), pc.less(steps, end))
+                    batch = batch.filter(pc.fill_null(mask, False))
             if batch.num_rows:
                 yield batch
 

@@ -209,7 +209,8 @@ def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> 
         values = table.column(name).combine_chunks()
         if values.null_count == len(values):
             continue
-        values = values.cast(pa.float64(), safe=False)
+        if values.type != pa.float64():
+            values = values.cast(pa.float64(), safe=False)
         s = steps
         if values.null_count:
             mask = values.is_valid()
@@ -266,7 +267,7 @@ class PartStream:
                 if self.spec.ordered and array.null_count:
                     raise WarehouseDataError(f"column {name!r} has null values")
                 try:
-                    fixed.append(array.cast(atype))
+                    fixed.append(array if array.type == atype else array.cast(atype))
                 except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
                     raise WarehouseDataError(f"column {name!r} is not {atype}: {exc}") from exc
             elif self.spec.ordered:
