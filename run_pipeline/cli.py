@@ -105,7 +105,7 @@ def _export(api, warehouse, targets, *, full: bool, workers: int, quiet: bool) -
     results, failures = [], {}
     try:
         for outcome in export_runs(api, warehouse, targets, full=full, workers=workers):
-            path, result = outcome.target.ref.path, outcome.result
+            path, result = outcome.ref.path, outcome.result
             if result is None:
                 failures[path] = outcome.error
                 progress.update(path, 0, f"FAILED {outcome.error}")

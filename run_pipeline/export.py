@@ -183,22 +183,29 @@ MIN_RUNS_PER_PROCESS = 4
 
 @dataclass(frozen=True)
 class Outcome:
-    """One run of `export_runs`: its result, or the error that stopped it."""
+    """One run of `export_runs`: its result, or the error that stopped it (its message, naming
+    the run, and the error's class name, e.g. "WandbNotFoundError")."""
 
-    target: FoundRun
+    target: FoundRun | RunRef
     result: ExportResult | None
     error: str | None
+    error_type: str | None = None
+
+    @property
+    def ref(self) -> RunRef:
+        return self.target.ref if isinstance(self.target, FoundRun) else self.target
 
 
-def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun], *, full: bool = False,
+def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun] | list[RunRef], *, full: bool = False,
                 workers: int = 1, processes: bool | None = None) -> Iterator[Outcome]:
     """Export `targets`, `workers` at a time; yield each outcome as it completes. A failed run
     is reported and the others still land.
 
+    A target is a listed run (`FoundRun`: exported from the listing's fields, no request to
+    load it) or a `RunRef` (loaded under the run's lock first, as Dagster partitions are).
     Parsing history holds the GIL, so with `workers > 1` runs are exported in a pool of
-    processes (each with its own client and connection pool, rebuilt from the listing's
-    fields without asking the server again); `processes=None` picks threads when there are
-    too few runs to pay for starting the pool.
+    processes, each with its own client and connection pool; `processes=None` picks threads
+    when there are too few runs to pay for starting the pool.
     """
     workers = max(1, int(workers))
     if processes is None:
@@ -206,7 +213,7 @@ def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun], *, full
     if workers == 1 and not processes:
         exporter = Exporter(api, warehouse)
         for target in targets:
-            yield Outcome(target, *_export_here(exporter, target.run, full))
+            yield Outcome(target, *_export_here(exporter, _what(target), full))
         return
     if processes:
         import multiprocessing
@@ -218,31 +225,37 @@ def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun], *, full
         pool: Any = ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                         initializer=_start_worker, initargs=(api, warehouse))
 
-        def submit(target: FoundRun) -> Future:
-            return pool.submit(_export_in_worker, target.ref, target.run.server_attrs, full)
+        def submit(target: FoundRun | RunRef) -> Future:
+            attrs = target.run.server_attrs if isinstance(target, FoundRun) else {}
+            ref = target.ref if isinstance(target, FoundRun) else target
+            return pool.submit(_export_in_worker, ref, attrs, full)
     else:
         exporter = Exporter(api, warehouse)
         pool = ThreadPoolExecutor(max_workers=workers)
 
-        def submit(target: FoundRun) -> Future:
-            return pool.submit(_export_here, exporter, target.run, full)
+        def submit(target: FoundRun | RunRef) -> Future:
+            return pool.submit(_export_here, exporter, _what(target), full)
 
     with pool:
         futures = {submit(t): t for t in targets}
         try:
             for future in as_completed(futures):
-                result, error = future.result()
-                yield Outcome(futures[future], result, error)
+                yield Outcome(futures[future], *future.result())
         finally:
             for future in futures:
                 future.cancel()
 
 
-def _export_here(exporter: Exporter, run: Run, full: bool) -> tuple[ExportResult | None, str | None]:
+def _what(target: FoundRun | RunRef) -> Run | RunRef:
+    return target.run if isinstance(target, FoundRun) else target
+
+
+def _export_here(exporter: Exporter, run: Run | RunRef,
+                 full: bool) -> tuple[ExportResult | None, str | None, str | None]:
     try:
-        return exporter.export_run(run, full=full), None
+        return exporter.export_run(run, full=full), None, None
     except Exception as exc:  # reported per run; the others still land
-        return None, f"{type(exc).__name__}: {exc}"
+        return None, f"{type(exc).__name__}: {exc}", type(exc).__name__
 
 
 _worker_exporter: Exporter | None = None
@@ -253,7 +266,8 @@ def _start_worker(api: Api, warehouse: Warehouse) -> None:
     _worker_exporter = Exporter(api, warehouse)
 
 
-def _export_in_worker(ref: RunRef, attrs: dict[str, Any], full: bool) -> tuple[ExportResult | None, str | None]:
+def _export_in_worker(ref: RunRef, attrs: dict[str, Any],
+                      full: bool) -> tuple[ExportResult | None, str | None, str | None]:
     exporter = _worker_exporter
     assert exporter is not None, "export worker not started"
     run = Run(exporter.api, ref.entity, ref.project, ref.run_id, attrs=attrs) if attrs.get("id") else ref

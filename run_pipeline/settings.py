@@ -10,4 +10,7 @@ LIST_PAGE_SIZE = 100
 SENSOR_MAX_RUNS_PER_TICK = 200
 # Partitions one Dagster run exports when a backfill groups them (BackfillPolicy.multi_run).
 BACKFILL_PARTITIONS_PER_RUN = 25
+# Runs one Dagster run exports at once: a pool of this many worker processes when it holds at
+# least 4 runs per worker (a backfill batch), else threads (see export.export_runs).
+EXPORT_WORKERS_PER_DAGSTER_RUN = 2
 NIGHTLY_CRON = "0 2 * * *"

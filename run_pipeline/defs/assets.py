@@ -5,8 +5,8 @@ metrics in Parquet; `wandb_catalog` keeps the DuckDB views over them (the only w
 import dagster as dg
 
 from run_pipeline.client import WandbNotFoundError
-from run_pipeline.export import RunRef, inspect_run
-from run_pipeline.settings import BACKFILL_PARTITIONS_PER_RUN
+from run_pipeline.export import RunRef, export_runs, inspect_run
+from run_pipeline.settings import BACKFILL_PARTITIONS_PER_RUN, EXPORT_WORKERS_PER_DAGSTER_RUN
 
 from .partitions import wandb_runs_partitions
 from .resources import WandbResource, WarehouseResource
@@ -47,21 +47,22 @@ METADATA_CHECK = dg.AssetCheckSpec("config_and_summary_present", asset="wandb_ru
 def wandb_run_tables(context: dg.AssetExecutionContext, wandb: WandbResource, warehouse: WarehouseResource):
     """Export each run of the partition range; incremental for runs exported before."""
     results, failures = [], {}
+    refs = [RunRef.from_partition_key(key) for key in context.partition_keys]
     with wandb.get_api() as api:
-        exporter = warehouse.exporter(api)
-        for key in context.partition_keys:
-            ref = RunRef.from_partition_key(key)
-            try:
-                result = exporter.export_run(ref)
-            except WandbNotFoundError as exc:
-                failures[key] = f"not found on the server (deleted?): {exc}"
-                continue
-            except Exception as exc:  # one bad run must not hide the others' results
-                failures[key] = f"{type(exc).__name__}: {exc}"
-                context.log.error(f"export of {key} failed: {type(exc).__name__}: {exc}")
+        # A backfill batch goes to a pool of worker processes; a single partition runs here.
+        for outcome in export_runs(api, warehouse.get_warehouse(), refs, workers=EXPORT_WORKERS_PER_DAGSTER_RUN):
+            key, result = outcome.ref.partition_key, outcome.result
+            if result is None:  # one bad run must not hide the others' results
+                if outcome.error_type == WandbNotFoundError.__name__:
+                    failures[key] = f"not found on the server (deleted?): {outcome.error}"
+                else:
+                    failures[key] = outcome.error
+                    context.log.error(f"export of {key} failed: {outcome.error}")
                 continue
             context.log.info(f"{key}: {result.describe()}")
             results.append(result)
+    order = {key: i for i, key in enumerate(context.partition_keys)}
+    results.sort(key=lambda r: order[r.ref.partition_key])
     if failures:
         raise dg.Failure(
             description=f"{len(failures)} of {len(context.partition_keys)} runs failed to export; "

@@ -14,7 +14,7 @@ import dagster as dg
 from pydantic import Field
 
 from run_pipeline.client import Api
-from run_pipeline.export import Exporter, embedded_emulator
+from run_pipeline.export import embedded_emulator
 from run_pipeline.warehouse import Warehouse
 
 
@@ -55,6 +55,3 @@ class WarehouseResource(dg.ConfigurableResource):
     def get_warehouse(self) -> Warehouse:
         root = self.root if "://" in self.root else str(Path(self.root).absolute())
         return Warehouse(root)
-
-    def exporter(self, api: Api) -> Exporter:
-        return Exporter(api, self.get_warehouse())

@@ -160,3 +160,25 @@ def test_grouped_partitions_report_batch_totals_and_per_run_rows(emulator, resou
     md = mats[0].materialization.metadata
     assert md["batch_rows_total"].value == sum(disk_rows(emulator, rid) for rid in runs)
     assert all(f"demo/{PROJECT}/{rid}" in md["per_run"].value for rid in runs)
+
+
+def test_a_backfill_batch_of_partitions_is_exported_by_a_pool_of_processes(emulator, resources, tmp_path):
+    # A backfill groups partitions into one Dagster run (BackfillPolicy.multi_run); with at
+    # least 4 runs per worker they are exported by worker processes, and every one lands.
+    project = "rl-agents"
+    rids = list(disk_runs(emulator, project))
+    assert len(rids) >= 8
+    keys = [RunRef("demo", project, rid).partition_key for rid in rids]
+    instance = dg.DagsterInstance.ephemeral()
+    instance.add_dynamic_partitions(wandb_runs_partitions.name, keys)
+    result = dg.materialize([wandb_run_tables], resources=resources, instance=instance, tags={
+        "dagster/asset_partition_range_start": keys[0], "dagster/asset_partition_range_end": keys[-1]})
+    assert result.success
+    history = result.asset_materializations_for_node("wandb_run_tables")
+    by_asset = {m.asset_key.to_user_string(): m.metadata for m in history}
+    assert by_asset["wandb_runs"]["batch_runs"].value == len(rids)
+    assert by_asset["wandb_run_history"]["batch_rows_total"].value == sum(disk_rows(emulator, r, project) for r in rids)
+    assert all(c.passed for c in result.get_asset_check_evaluations())
+    assert dg.materialize([wandb_catalog], resources=resources, instance=instance).success
+    con = duckdb.connect(str(tmp_path / "wh" / "warehouse.duckdb"), read_only=True)
+    assert con.execute("select count(*) from runs").fetchone()[0] == len(rids)
