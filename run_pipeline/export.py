@@ -5,16 +5,14 @@ Plain Python: no Dagster import."""
 from __future__ import annotations
 
 import shutil
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 import tempfile
 import time
+from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote, unquote
-
-import pyarrow as pa
 
 from run_pipeline.client import Api, Run, WandbClientError
 from run_pipeline.settings import LIST_PAGE_SIZE, TERMINAL_STATES
@@ -168,9 +166,6 @@ class Exporter:
             system_metrics=run.iter_system_metrics_batches,
             incremental=not full,
         )
-        # The next run (or the catalog refresh) starts from what one run needs, not from the
-        # buffers the allocator kept from this one.
-        pa.default_memory_pool().release_unused()
         return ExportResult(ref, run.state, written, int(meta["history_line_count"] or 0), time.perf_counter() - start)
 
     def refresh_catalog(self) -> dict:
@@ -189,11 +184,11 @@ class Outcome:
     target: FoundRun | RunRef
     result: ExportResult | None
     error: str | None
-    error_type: str | None = None
+    error_type: str | None
 
     @property
     def ref(self) -> RunRef:
-        return self.target.ref if isinstance(self.target, FoundRun) else self.target
+        return _ref(self.target)
 
 
 def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun] | list[RunRef], *, full: bool = False,
@@ -227,8 +222,7 @@ def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun] | list[R
 
         def submit(target: FoundRun | RunRef) -> Future:
             attrs = target.run.server_attrs if isinstance(target, FoundRun) else {}
-            ref = target.ref if isinstance(target, FoundRun) else target
-            return pool.submit(_export_in_worker, ref, attrs, full)
+            return pool.submit(_export_in_worker, _ref(target), attrs, full)
     else:
         exporter = Exporter(api, warehouse)
         pool = ThreadPoolExecutor(max_workers=workers)
@@ -244,6 +238,10 @@ def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun] | list[R
         finally:
             for future in futures:
                 future.cancel()
+
+
+def _ref(target: FoundRun | RunRef) -> RunRef:
+    return target.ref if isinstance(target, FoundRun) else target
 
 
 def _what(target: FoundRun | RunRef) -> Run | RunRef:

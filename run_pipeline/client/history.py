@@ -257,8 +257,7 @@ class HistoryReader:
 
     def events_line_count(self) -> int | None:
         try:
-            run = self._run_field(queries.RUN_EVENTS_LINE_COUNT, {
-                "entity": self._run.entity, "project": self._run.project, "name": self._run.id})
+            run = self._run_field(queries.RUN_EVENTS_LINE_COUNT, self._name_vars())
         except WandbQueryError:
             return None  # a server without the field: fall back to a large sample count
         value = run.get("eventsLineCount")
@@ -271,7 +270,7 @@ class HistoryReader:
         """Every system-metric row. With a row count from `plan` (or an earlier call), one
         request asks for that many rows and the count again; a run that logged more since then
         is asked again with the new count, so nothing is ever down-sampled away."""
-        samples = getattr(self._run, "_events_line_count_hint", None)
+        samples = self._run._events_line_count_hint
         if samples is None:
             samples = self.events_line_count()
             if samples == 0:

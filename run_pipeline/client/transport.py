@@ -58,6 +58,9 @@ def may_hold_big_ints(data: bytes | str) -> bool:
     return _RUN_BYTES in data.translate(_DIGITS_BYTES)
 
 
+_ROUNDED = 2.0**63
+
+
 def _may_be_rounded(value: Any) -> bool:
     """Whether an orjson result holds a float where the text may have had an integer beyond
     orjson's range: orjson reads those as floats of magnitude >= 2**63. A walk of the parsed
@@ -74,9 +77,6 @@ def _may_be_rounded(value: Any) -> bool:
         elif kind is list:
             stack.extend(item)
     return False
-
-
-_ROUNDED = 2.0**63
 
 
 def parse_json(data: bytes | str) -> Any:

@@ -13,10 +13,10 @@ import pyarrow.fs as pafs
 from . import catalog, export, state
 from .layout import HISTORY, RunKey, WarehouseRoot
 from .lock import run_lock
+from .series import HistorySource, SystemSource
 
 if TYPE_CHECKING:  # duckdb is imported where a catalog is built or opened
     import duckdb
-from .series import HistorySource, SystemSource
 
 
 class Warehouse:

@@ -23,7 +23,7 @@ from .layout import RunKey, WarehouseRoot
 
 #: Rows buffered before a row group is written, and the byte cap that bounds memory on wide runs.
 ROW_GROUP_ROWS = 131_072
-ROW_GROUP_BYTES = 4 * 1024 * 1024  # 16 MiB: +64 MB peak RSS on a 56-column run; 64 MiB grew with run length
+ROW_GROUP_BYTES = 4 * 1024 * 1024  # 16 MiB raised the peak RSS of wide runs; 64 MiB grew with run length
 COMPRESSION = "zstd"
 
 

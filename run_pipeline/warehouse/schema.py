@@ -134,9 +134,9 @@ def convert(array: pa.Array, source: str, target: str) -> pa.Array:
 # Incoming batch columns
 
 
-def _as(array: pa.Array, arrow_type: pa.DataType) -> pa.Array:
+def as_type(array: pa.Array, arrow_type: pa.DataType, *, safe: bool = True) -> pa.Array:
     """`array` as `arrow_type` (no cast call when it already is: most columns are)."""
-    return array if array.type == arrow_type else array.cast(arrow_type)
+    return array if array.type == arrow_type else array.cast(arrow_type, safe=safe)
 
 
 def classify(field: pa.Field, array: pa.Array) -> tuple[str, pa.Array]:
@@ -156,11 +156,11 @@ def classify(field: pa.Field, array: pa.Array) -> tuple[str, pa.Array]:
     if pa.types.is_integer(t):
         if pa.types.is_uint64(t) and pc.max(array).as_py() > INT64_MAX:
             return JSON, to_json_array(array, INT)
-        return INT, _as(array, pa.int64())
+        return INT, as_type(array, pa.int64())
     if pa.types.is_floating(t):
-        return DOUBLE, _as(array, pa.float64())
+        return DOUBLE, as_type(array, pa.float64())
     if pa.types.is_string(t) or pa.types.is_large_string(t) or pa.types.is_string_view(t):
-        return STRING, _as(array, pa.string())
+        return STRING, as_type(array, pa.string())
     return JSON, pa.array([None if v is None else json_text(v) for v in array.to_pylist()], pa.string())
 
 

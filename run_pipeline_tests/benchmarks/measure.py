@@ -130,7 +130,7 @@ def sdk_environment(home: Path) -> dict[str, str]:
 def _without_pandas(work: Path) -> Path:
     """A directory whose `pandas` cannot be imported, to put first on the path. run_pipeline
     does not depend on pandas; this venv has it for the SDK baseline, and pyarrow imports it
-    when it can on its first conversion from Python objects (~0.2 s and ~37 MB once per
+    when it can on its first conversion from Python objects (time and memory once per
     process, worker processes included). run_pipeline is measured as it is installed."""
     stub = work / "no-pandas" / "pandas"
     stub.mkdir(parents=True, exist_ok=True)
