@@ -387,3 +387,27 @@ def test_run_states_list_every_exported_run(tmp_path):
     assert [run.run_id for run, _ in wh.run_states()] == ["a/1"]
     assert query(tmp_path, "SELECT DISTINCT run_id FROM history") == [("a/1",)]
     assert query(tmp_path, "SELECT run_id FROM runs") == [("a/1",)]
+
+
+def test_metrics_row_groups_hold_whole_keys_in_key_order(tmp_path, monkeypatch):
+    """A `WHERE key = …` scan can skip row groups: each metrics row group covers a key range
+    that no other row group overlaps, keys sorted by name, steps ascending within a key."""
+    monkeypatch.setattr(parts_module, "METRICS_ROW_GROUP_ROWS", 9)
+    names = ["zeta", "alpha", "mid/b", "mid/a", "sparse"]
+    values = {name: [float(10 * i + s) for s in range(4)] for i, name in enumerate(names)}
+    values["sparse"] = [None, 1.5, None, 2.5]
+    export_run(tmp_path, make_run(), [batch([0, 1, 2, 3], values)])
+    [path] = [p for p in visible_files(tmp_path) if p.startswith("metrics/")]
+    pf = pq.ParquetFile(tmp_path / path)
+    ranges = []
+    for i in range(pf.metadata.num_row_groups):
+        stats = pf.metadata.row_group(i).column(1).statistics
+        ranges.append((stats.min, stats.max, pf.metadata.row_group(i).num_rows))
+    # 4 rows per dense key, 2 for sparse: at most 9 rows per group, never a key split.
+    assert ranges == [
+        ("alpha", "mid/a", 8), ("mid/b", "sparse", 6), ("zeta", "zeta", 4)]
+    rows = pf.read().to_pylist()
+    assert [(r["key"], r["step"]) for r in rows] == sorted((r["key"], r["step"]) for r in rows)
+    assert query(tmp_path, "SELECT key, step, value FROM metrics WHERE key = 'sparse' ORDER BY step") == [
+        ("sparse", 1, 1.5), ("sparse", 3, 2.5)]
+    assert query(tmp_path, "SELECT count(*) FROM metrics") == [(18,)]
