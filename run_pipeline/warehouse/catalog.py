@@ -248,6 +248,8 @@ def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSys
     an in-memory database with httpfs loaded, an optional S3 secret (`s3_secret` holds the
     `CREATE SECRET` options, e.g. key_id, secret, region, endpoint, url_style, use_ssl) and the
     views created from `view_statements`. httpfs must be installable (network) or installed.
+    Either way the connection keeps Parquet footers it has read in memory
+    (`parquet_metadata_cache`): a query over many runs' files then skips re-parsing them.
     """
     import duckdb
 
@@ -255,8 +257,11 @@ def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSys
     if wr.is_local:
         if not os.path.exists(wr.catalog_path()):
             refresh_catalog(wr)
-        return duckdb.connect(wr.catalog_path(), read_only=True)
+        con = duckdb.connect(wr.catalog_path(), read_only=True)
+        con.execute("SET parquet_metadata_cache = true")
+        return con
     con = duckdb.connect()
+    con.execute("SET parquet_metadata_cache = true")
     try:
         con.execute("LOAD httpfs")
     except duckdb.Error:
