@@ -174,6 +174,10 @@ class Exporter:
 
 #: With fewer runs than this per worker, threads: a process pool's start-up would not pay off.
 MIN_RUNS_PER_PROCESS = 4
+#: Imported once by the fork server, so workers start with them loaded. pyarrow imports pandas
+#: (when installed) the first time it converts Python values, about 0.5 s of CPU that every
+#: worker would otherwise pay; a missing module is skipped by multiprocessing.
+FORKSERVER_PRELOAD = ("run_pipeline.export", "pandas")
 
 
 @dataclass(frozen=True)
@@ -216,7 +220,7 @@ def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun] | list[R
         methods = multiprocessing.get_all_start_methods()
         context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
         if "forkserver" in methods:
-            context.set_forkserver_preload(["run_pipeline.export"])
+            context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
         pool: Any = ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                         initializer=_start_worker, initargs=(api, warehouse))
 
