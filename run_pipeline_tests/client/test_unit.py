@@ -288,6 +288,7 @@ PAGES = [
     ['{"_step":0,"a":null}', '{"_step":1,"a":[1,2]}'],
     ['{"x":1,"_step":5}'],
     ['{"_step":0,"a":1e400}'],
+    ['{"_step":0,"a":1.5,"b":null,"c":2.5}', '{"_step":1,"a":NaN,"b":-18446744073709551617,"c":Infinity}'],
 ]
 
 
@@ -424,6 +425,19 @@ def test_client_pickles_for_a_worker_process_with_its_settings():
     assert clone._transport.retry.budget == 7.0
     assert clone._transport._auth.api_key == KEY
     assert KEY not in str(vars(clone))
+
+
+def test_page_larger_than_a_parse_block_is_read_whole():
+    # A row of 2 MiB and 3 MiB of ordinary rows: more than pyarrow.json's default block.
+    big = {"_step": 0, "note": "é" * (1 << 20), "x": 0.5}
+    rows = [big] + [{"_step": i, "x": i / 7, "k": i} for i in range(1, 60_000)]
+    page = [json.dumps(r, ensure_ascii=False) for r in rows]
+    batch = strings_to_batch(page)
+    assert batch.num_rows == 60_000
+    assert _types(batch) == {"_step": pa.int64(), "note": pa.string(), "x": pa.float64(), "k": pa.int64()}
+    assert batch.column("note")[0].as_py() == big["note"] and batch.column("note")[1].as_py() is None
+    assert batch.column("x").to_pylist()[:3] == [0.5, 1 / 7, 2 / 7]
+    assert batch.column("k").to_pylist()[-1] == 59_999
 
 
 def test_integer_beyond_int64_among_floats_nan_and_infinity_stays_exact():
