@@ -39,6 +39,9 @@ logger = logging.getLogger("run_pipeline.client")
 
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 USER_AGENT = "run_pipeline W&B Public Client"
+#: Response bodies are read this many bytes at a time. requests' own `.content` reads 10 KiB
+#: at a time, and a history page of a few MiB then costs about twice the CPU to receive.
+BODY_READ_SIZE = 1 << 20
 
 
 # orjson reads an integer beyond 64 bits as a float, silently rounding it (2**64 + 1 becomes
@@ -191,7 +194,7 @@ class Transport:
         body = _dump_body({"query": query, "variables": dict(variables or {})})
 
         def handle(resp: requests.Response) -> dict[str, Any]:
-            content = resp.content
+            content = _read_body(resp)
             try:
                 payload = parse_json(content)
             except (ValueError, UnicodeDecodeError) as exc:
@@ -214,7 +217,7 @@ class Transport:
 
         return self._send(
             "POST", self.graphql_url, what=f"GraphQL {op}", handle=handle, data=body,
-            headers={"Content-Type": "application/json"},
+            headers={"Content-Type": "application/json"}, stream=True,
         )
 
     # -- plain HTTP (files, parquet) ----------------------------------------------------------
@@ -243,7 +246,7 @@ class Transport:
 
     def get_bytes(self, url: str) -> bytes:
         url = self.absolute_url(url)
-        return self._send("GET", url, what="GET", handle=lambda r: r.content)
+        return self._send("GET", url, what="GET", handle=_read_body, stream=True)
 
     def put(self, url: str, data: bytes, headers: Mapping[str, str] | None = None) -> None:
         url = self.absolute_url(url)
@@ -320,6 +323,12 @@ class Transport:
         if status == 404:
             return WandbNotFoundError(message)
         return WandbQueryError(message, status=status, errors=_error_list(resp))
+
+
+def _read_body(resp: requests.Response) -> bytes:
+    """The whole body of a response sent with `stream=True`, read in large pieces (failures
+    mid-body raise requests' exceptions, as `.content` would)."""
+    return b"".join(resp.iter_content(BODY_READ_SIZE))
 
 
 def _dump_body(payload: dict[str, Any]) -> bytes:

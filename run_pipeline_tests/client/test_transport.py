@@ -182,3 +182,44 @@ def test_key_absent_from_logs_reprs_and_tracebacks_on_failure(emulator, caplog):
     text = full_text(info.value) + caplog.text + repr(api) + repr(api._transport)
     for secret in secrets_of(emulator):
         assert secret not in text
+
+
+def test_large_graphql_body_read_whole_and_a_cut_one_retried():
+    """A body of several read pieces arrives whole; one cut off mid-body is retried."""
+    import http.server
+    import json
+    import threading
+
+    rows = [json.dumps({"_step": i, "note": "x" * 200}) for i in range(12_000)]  # ~3 MiB
+    body = json.dumps({"data": {"project": {"run": {"history": rows}}}}).encode()
+    sent = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_POST(self):  # noqa: N802 - http.server's API
+            self.rfile.read(int(self.headers["Content-Length"]))
+            self.send_response(200)
+            self.send_header("Content-Type", "application/json")
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            cut = not sent
+            sent.append(cut)
+            self.wfile.write(body[: len(body) * 2 // 3] if cut else body)
+            if cut:
+                self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    try:
+        api = Api(api_key="k" * 40, base_url=f"http://127.0.0.1:{server.server_port}", environ={},
+                  timeout=(2.0, 5.0), retry=RetryPolicy(budget=10.0, backoff_base=0.01, backoff_cap=0.05))
+        data = api._transport.graphql("query HistoryPage { project { run { history } } }", {})
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sent == [True, False]
+    assert api._transport.stats["retries"] == 1
+    assert data["project"]["run"]["history"] == rows
