@@ -58,10 +58,12 @@ def write_options(schema: pa.Schema) -> dict:
 
 
 class LazyParquetWriter:
-    """A ParquetWriter opened on the first write, so an empty part leaves no file."""
+    """A ParquetWriter opened on the first write, so an empty part leaves no file. `options`
+    are passed to the writer after `write_options`."""
 
-    def __init__(self, path: str):
+    def __init__(self, path: str, **options):
         self.path = path
+        self.options = options
         self.rows = 0
         self.schema: pa.Schema | None = None
         self._writer: pq.ParquetWriter | None = None
@@ -73,7 +75,7 @@ class LazyParquetWriter:
     def write(self, table: pa.Table) -> None:
         if self._writer is None:
             self.schema = table.schema
-            self._writer = pq.ParquetWriter(self.path, table.schema, **write_options(table.schema))
+            self._writer = pq.ParquetWriter(self.path, table.schema, **write_options(table.schema), **self.options)
         self._writer.write_table(table, row_group_size=max(len(table), 1))
         self.rows += len(table)
 

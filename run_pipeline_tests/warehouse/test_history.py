@@ -389,9 +389,10 @@ def test_run_states_list_every_exported_run(tmp_path):
     assert query(tmp_path, "SELECT run_id FROM runs") == [("a/1",)]
 
 
-def test_metrics_row_groups_hold_whole_keys_in_key_order(tmp_path, monkeypatch):
-    """A `WHERE key = …` scan can skip row groups: each metrics row group covers a key range
-    that no other row group overlaps, keys sorted by name, steps ascending within a key."""
+def test_metrics_are_sorted_by_key_with_a_page_index(tmp_path, monkeypatch):
+    """A `WHERE key = …` scan can skip what it does not need: rows sorted by key name then
+    step, written with a page index (pages of at most METRICS_PAGE_ROWS rows), and row groups,
+    when a slice is too big for one, that hold whole keys in key order."""
     monkeypatch.setattr(parts_module, "METRICS_ROW_GROUP_ROWS", 9)
     names = ["zeta", "alpha", "mid/b", "mid/a", "sparse"]
     values = {name: [float(10 * i + s) for s in range(4)] for i, name in enumerate(names)}
@@ -401,13 +402,32 @@ def test_metrics_row_groups_hold_whole_keys_in_key_order(tmp_path, monkeypatch):
     pf = pq.ParquetFile(tmp_path / path)
     ranges = []
     for i in range(pf.metadata.num_row_groups):
-        stats = pf.metadata.row_group(i).column(1).statistics
-        ranges.append((stats.min, stats.max, pf.metadata.row_group(i).num_rows))
+        key_chunk = pf.metadata.row_group(i).column(1)
+        assert key_chunk.has_column_index and key_chunk.has_offset_index
+        ranges.append((key_chunk.statistics.min, key_chunk.statistics.max, pf.metadata.row_group(i).num_rows))
     # 4 rows per dense key, 2 for sparse: at most 9 rows per group, never a key split.
-    assert ranges == [
-        ("alpha", "mid/a", 8), ("mid/b", "sparse", 6), ("zeta", "zeta", 4)]
+    assert ranges == [("alpha", "mid/a", 8), ("mid/b", "sparse", 6), ("zeta", "zeta", 4)]
     rows = pf.read().to_pylist()
     assert [(r["key"], r["step"]) for r in rows] == sorted((r["key"], r["step"]) for r in rows)
     assert query(tmp_path, "SELECT key, step, value FROM metrics WHERE key = 'sparse' ORDER BY step") == [
         ("sparse", 1, 1.5), ("sparse", 3, 2.5)]
     assert query(tmp_path, "SELECT count(*) FROM metrics") == [(18,)]
+
+
+def test_metrics_pages_are_bounded_in_rows_and_indexed(tmp_path):
+    import duckdb
+
+    n = 3 * parts_module.METRICS_PAGE_ROWS
+    steps = list(range(n))
+    export_run(tmp_path, make_run(), [batch(steps, {"b": [1.0] * n, "a": [float(s) for s in steps]})])
+    [path] = [p for p in visible_files(tmp_path) if p.startswith("metrics/")]
+    with duckdb.connect() as con:
+        pages = con.execute("SELECT path_in_schema, first_row_index, num_rows, min_value, max_value "
+                            "FROM parquet_page_index(?) WHERE path_in_schema = 'key' ORDER BY first_row_index",
+                            [str(tmp_path / path)]).fetchall()
+    size = parts_module.METRICS_PAGE_ROWS
+    # Six pages of the key column: three of "a" (sorted first), then three of "b".
+    assert [(first, rows) for _, first, rows, _, _ in pages] == [(i * size, size) for i in range(6)]
+    assert [(lo, hi) for *_, lo, hi in pages] == [("a", "a")] * 3 + [("b", "b")] * 3
+    assert query(tmp_path, "SELECT key, count(*), sum(step) FROM metrics GROUP BY key ORDER BY key") == [
+        ("a", n, sum(steps)), ("b", n, sum(steps))]
