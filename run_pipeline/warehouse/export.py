@@ -97,14 +97,19 @@ def export_run(root: Root, run: Mapping[str, Any], history: HistorySource | None
     wr = WarehouseRoot.parse(root, filesystem)
     key = _storable_key(run)
     with run_lock(wr, key, lock_timeout):
-        history_result = system_result = None
-        if history is not None:
-            history_result = export_series(wr, HISTORY_SPEC, key, history, incremental=incremental,
-                                           source_last_step=_opt_int(run.get("last_step")),
-                                           source_rows=_opt_int(run.get("history_line_count")))
-        if system_metrics is not None:
-            system_result = export_series(wr, SYSTEM_SPEC, key, system_metrics)
-        metadata = _write_metadata(wr, key, run, exported_at)
+        # One staging directory for the whole run (history, system metrics and metadata).
+        stage = Stage(wr, RUNS, key)
+        try:
+            history_result = system_result = None
+            if history is not None:
+                history_result = export_series(wr, HISTORY_SPEC, key, history, incremental=incremental,
+                                               source_last_step=_opt_int(run.get("last_step")),
+                                               source_rows=_opt_int(run.get("history_line_count")), stage=stage)
+            if system_metrics is not None:
+                system_result = export_series(wr, SYSTEM_SPEC, key, system_metrics, stage=stage)
+            metadata = _write_metadata(wr, key, run, exported_at, stage)
+        finally:
+            stage.cleanup()
     return RunExport(key, history_result, system_result, metadata)
 
 
@@ -128,23 +133,23 @@ def write_run_metadata(root: Root, run: Mapping[str, Any], *, filesystem: pafs.F
     wr = WarehouseRoot.parse(root, filesystem)
     key = _storable_key(run)
     with run_lock(wr, key):
-        return _write_metadata(wr, key, run, exported_at)
+        stage = Stage(wr, RUNS, key)
+        try:
+            return _write_metadata(wr, key, run, exported_at, stage)
+        finally:
+            stage.cleanup()
 
 
 def _write_metadata(wr: WarehouseRoot, key: RunKey, run: Mapping[str, Any],
-                    exported_at: datetime | None) -> MetadataResult:
+                    exported_at: datetime | None, stage: Stage) -> MetadataResult:
     exported_at = exported_at or datetime.now(timezone.utc)
     config, summary = key_value_table(run.get("config")), key_value_table(run.get("summary"))
     tables = {RUNS: runs_table(run, exported_at), RUN_CONFIG: config, RUN_SUMMARY: summary}
-    stage = Stage(wr, RUNS, key)
     size = 0
-    try:
-        for table, data in tables.items():
-            size += write_table_file(stage, table, RUN_FILES[table], data)
-        for table in (RUN_CONFIG, RUN_SUMMARY, RUNS):
-            stage.place(table, RUN_FILES[table], f"{wr.run_dir(table, key)}/{RUN_FILES[table]}")
-    finally:
-        stage.cleanup()
+    for table, data in tables.items():
+        size += write_table_file(stage, table, RUN_FILES[table], data)
+    for table in (RUN_CONFIG, RUN_SUMMARY, RUNS):
+        stage.place(table, RUN_FILES[table], f"{wr.run_dir(table, key)}/{RUN_FILES[table]}")
     return MetadataResult(len(config), len(summary), size, exported_at)
 
 

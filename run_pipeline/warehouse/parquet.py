@@ -101,7 +101,7 @@ class Stage:
     """One export's scratch space.
 
     On a local root it is `<root>/_staging/<table>/<run token>/`, on the root's filesystem
-    so placing a file is a rename. On an object store files are written to a local temporary
+    so placing a file is a rename (`export_run` stages all of a run's tables in one stage). On an object store files are written to a local temporary
     directory and uploaded when placed; `upload` first copies them to the same `_staging/`
     prefix in the bucket when a replace must keep its delete-then-place window short.
     Only one export of a run runs at a time (`lock.run_lock`), so whatever an earlier crash left
@@ -157,6 +157,14 @@ class Stage:
     def cleanup(self) -> None:
         if not self.root.is_local:
             shutil.rmtree(self.local_dir, ignore_errors=True)
+        else:
+            try:  # every staged file placed: the directory is empty, one rmdir removes it
+                os.rmdir(self.local_dir)
+                return
+            except FileNotFoundError:
+                return
+            except OSError:  # files left by a failed export
+                pass
         _delete_dir(self.root.fs, self.remote_dir)
 
 

@@ -40,9 +40,12 @@ class SeriesResult:
 
 def export_series(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, *,
                   incremental: bool = False, source_last_step: int | None = None,
-                  source_rows: int | None = None) -> SeriesResult:
-    """Export a series; see `export.export_run` for the contract."""
-    stage = Stage(root, spec.table, run)
+                  source_rows: int | None = None, stage: Stage | None = None) -> SeriesResult:
+    """Export a series; see `export.export_run` for the contract. Files are staged in `stage`
+    (the caller's, which it cleans up), else in a stage of the series' own."""
+    own = stage is None
+    if own:
+        stage = Stage(root, spec.table, run)
     try:
         result = _export(root, spec, run, source, stage, incremental, source_last_step, source_rows)
         if result is None:
@@ -52,7 +55,8 @@ def export_series(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, *,
             result = _export(root, spec, run, source, stage, False, source_last_step, source_rows)
         return result
     finally:
-        stage.cleanup()
+        if own:
+            stage.cleanup()
 
 
 def _decide(state: RunState | None, consistent: bool, spec: SeriesSpec, incremental: bool,
