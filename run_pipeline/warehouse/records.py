@@ -3,6 +3,8 @@ flattened `run_config` / `run_summary` key-value tables."""
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -82,9 +84,31 @@ def _as_double(v: Any) -> float | None:
         return None
 
 
+def value_json(v: Any) -> str:
+    """`json_text(v)`; plain scalars (most config and summary leaves) skip the encoder, and
+    get exactly the text it writes."""
+    t = type(v)
+    if t is float and math.isfinite(v):
+        return float.__repr__(v)
+    if t is int:
+        return int.__repr__(v)
+    if t is str:
+        return json.encoder.encode_basestring(v)
+    if t is bool:
+        return "true" if v else "false"
+    if v is None:
+        return "null"
+    return json_text(v)
+
+
 def key_value_table(value: Mapping[str, Any] | None) -> pa.Table:
     """`run_config` / `run_summary` rows: key, value (JSON text), value_double, value_text."""
-    rows = [{"key": k, "value": json_text(v), "value_double": _as_double(v),
-             "value_text": v if isinstance(v, str) else None}
-            for k, v in flatten(value or {})]
-    return pa.Table.from_pylist(rows, schema=KEY_VALUE_SCHEMA)
+    keys, values, doubles, texts = [], [], [], []
+    for k, v in flatten(value or {}):
+        keys.append(k)
+        values.append(value_json(v))
+        doubles.append(_as_double(v))
+        texts.append(v if isinstance(v, str) else None)
+    return pa.Table.from_arrays([pa.array(keys, pa.string()), pa.array(values, pa.string()),
+                                 pa.array(doubles, pa.float64()), pa.array(texts, pa.string())],
+                                schema=KEY_VALUE_SCHEMA)
