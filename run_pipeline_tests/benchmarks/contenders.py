@@ -135,7 +135,8 @@ def duckdb_query(spec: dict[str, Any]) -> dict[str, Any]:
         con.execute(f"CREATE VIEW metrics AS SELECT * FROM read_parquet('{ideal}')")
         ideal_seconds, ideal_rows = timed(con)
     return {"seconds": warehouse_seconds, "ideal_seconds": ideal_seconds, "rows": rows,
-            "ideal_rows": ideal_rows, "points": points}
+            "ideal_rows": ideal_rows, "points": points,
+            "files": sum(1 for _ in (Path(spec["out_dir"]) / "metrics").rglob("*.parquet"))}
 
 
 JOBS = {**CONTENDERS, "duckdb-query": duckdb_query}
