@@ -104,9 +104,10 @@ class Stage:
     """One export's scratch space.
 
     On a local root it is `<root>/_staging/<table>/<run token>/`, on the root's filesystem
-    so placing a file is a rename (`export_run` stages all of a run's tables in one stage). On an object store files are written to a local temporary
-    directory and uploaded when placed; `upload` first copies them to the same `_staging/`
-    prefix in the bucket when a replace must keep its delete-then-place window short.
+    so placing a file is a rename (`export_run` stages all of a run's tables in one stage). On
+    an object store files are written to a local temporary directory and uploaded when placed;
+    `upload` first copies them to the same `_staging/` prefix in the bucket when a replace must
+    keep its delete-then-place window short.
     Only one export of a run runs at a time (`lock.run_lock`), so whatever an earlier crash left
     in the run's staging directory is deleted when a new stage opens.
     """
