@@ -129,11 +129,8 @@ def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> 
         return rows_to_batch([], first)
     data = "\n".join(strings).encode("utf-8")
     try:
-        # One block holds the whole page, parsed on this thread: pages are a few MiB at most,
-        # and splitting one across the thread pool costs more CPU (hand-offs, then chunks to
-        # combine) than it saves here, where fetching the next page already runs beside it.
-        table = pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(
-            block_size=max(1 << 20, len(data) + 1), use_threads=False))
+        table = pa_json.read_json(
+            io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 20))
     except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
         return rows_to_batch(parse_rows(strings), first)
     names = table.column_names
