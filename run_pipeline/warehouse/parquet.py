@@ -24,10 +24,7 @@ from .layout import RunKey, WarehouseRoot
 #: Rows buffered before a row group is written, and the byte cap that bounds memory on wide runs.
 ROW_GROUP_ROWS = 131_072
 ROW_GROUP_BYTES = 4 * 1024 * 1024  # 16 MiB raised the peak RSS of wide runs; 64 MiB grew with run length
-#: LZ4 (LZ4_RAW in the file): on metric tables (BYTE_STREAM_SPLIT floats, delta-packed steps) files
-#: are about 2% larger than with zstd, and writing a part is about a third faster, most of
-#: zstd's time going to entropy-coding float bytes that barely compress.
-COMPRESSION = "lz4"
+COMPRESSION = "zstd"
 
 
 def _leaf_paths(field: pa.Field, prefix: str = "") -> list[tuple[str, pa.DataType]]:
@@ -45,7 +42,7 @@ DELTA_COLUMNS = ("_step", "step")
 
 
 def write_options(schema: pa.Schema) -> dict:
-    """LZ4; dictionary encoding only for string columns; BYTE_STREAM_SPLIT for floats
+    """zstd; dictionary encoding only for string columns; BYTE_STREAM_SPLIT for floats
     (3× faster than pyarrow's defaults on metric tables, see PLATFORM.md); delta encoding for
     the step columns."""
     dictionary, encoding = [], {}
