@@ -195,10 +195,10 @@ class _PartBuilder:
             self._metrics.abort()
 
 
-#: Most rows per row group of the long-form metrics files: in practice one row group per
-#: history row group (whose 4 MiB cap allows about half a million numeric values), this only
-#: bounds the memory of a pathological one.
-METRICS_ROW_GROUP_ROWS = 1024 * 1024
+#: Most rows per row group of the long-form metrics files. It bounds the memory one flush
+#: needs (a long run's history row group holds up to half a million numeric values); a
+#: 2,000-step, 30-key run still fits in one.
+METRICS_ROW_GROUP_ROWS = 128 * 1024
 #: Rows are sorted by key, then step, and written with a page index in pages of at most this
 #: many rows: DuckDB (2.0) then decodes only the pages of the keys a query filters on. One row
 #: group per key instead was slower: DuckDB pays for every row group of every file.
