@@ -98,18 +98,15 @@ def export_run(root: Root, run: Mapping[str, Any], history: HistorySource | None
     key = _storable_key(run)
     with run_lock(wr, key, lock_timeout):
         # One staging directory for the whole run (history, system metrics and metadata).
-        stage = Stage(wr, RUNS, key)
-        try:
+        with Stage(wr, RUNS, key) as stage:
             history_result = system_result = None
             if history is not None:
-                history_result = export_series(wr, HISTORY_SPEC, key, history, incremental=incremental,
+                history_result = export_series(wr, HISTORY_SPEC, key, history, stage, incremental=incremental,
                                                source_last_step=_opt_int(run.get("last_step")),
-                                               source_rows=_opt_int(run.get("history_line_count")), stage=stage)
+                                               source_rows=_opt_int(run.get("history_line_count")))
             if system_metrics is not None:
-                system_result = export_series(wr, SYSTEM_SPEC, key, system_metrics, stage=stage)
+                system_result = export_series(wr, SYSTEM_SPEC, key, system_metrics, stage)
             metadata = _write_metadata(wr, key, run, exported_at, stage)
-        finally:
-            stage.cleanup()
     return RunExport(key, history_result, system_result, metadata)
 
 
@@ -133,11 +130,8 @@ def write_run_metadata(root: Root, run: Mapping[str, Any], *, filesystem: pafs.F
     wr = WarehouseRoot.parse(root, filesystem)
     key = _storable_key(run)
     with run_lock(wr, key):
-        stage = Stage(wr, RUNS, key)
-        try:
+        with Stage(wr, RUNS, key) as stage:
             return _write_metadata(wr, key, run, exported_at, stage)
-        finally:
-            stage.cleanup()
 
 
 def _write_metadata(wr: WarehouseRoot, key: RunKey, run: Mapping[str, Any],

@@ -155,6 +155,12 @@ class Stage:
         else:
             _upload(self._files[(kind, name)], fs, final_path)
 
+    def __enter__(self) -> Stage:
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self.cleanup()
+
     def cleanup(self) -> None:
         if not self.root.is_local:
             shutil.rmtree(self.local_dir, ignore_errors=True)

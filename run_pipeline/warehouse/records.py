@@ -3,8 +3,6 @@ flattened `run_config` / `run_summary` key-value tables."""
 
 from __future__ import annotations
 
-import json
-import math
 from collections.abc import Iterator, Mapping
 from datetime import datetime, timezone
 from typing import Any
@@ -84,29 +82,12 @@ def _as_double(v: Any) -> float | None:
         return None
 
 
-def value_json(v: Any) -> str:
-    """`json_text(v)`; plain scalars (most config and summary leaves) skip the encoder, and
-    get exactly the text it writes."""
-    t = type(v)
-    if t is float and math.isfinite(v):
-        return float.__repr__(v)
-    if t is int:
-        return int.__repr__(v)
-    if t is str:
-        return json.encoder.encode_basestring(v)
-    if t is bool:
-        return "true" if v else "false"
-    if v is None:
-        return "null"
-    return json_text(v)
-
-
 def key_value_table(value: Mapping[str, Any] | None) -> pa.Table:
     """`run_config` / `run_summary` rows: key, value (JSON text), value_double, value_text."""
     keys, values, doubles, texts = [], [], [], []
     for k, v in flatten(value or {}):
         keys.append(k)
-        values.append(value_json(v))
+        values.append(json_text(v))
         doubles.append(_as_double(v))
         texts.append(v if isinstance(v, str) else None)
     return pa.Table.from_arrays([pa.array(keys, pa.string()), pa.array(values, pa.string()),

@@ -94,7 +94,23 @@ def sanitize_json(value: Any) -> Any:
 
 
 def json_text(value: Any) -> str:
-    """Canonical JSON text: compact, UTF-8, valid for DuckDB's JSON type."""
+    """Canonical JSON text: compact, UTF-8, valid for DuckDB's JSON type. Plain scalars (most
+    config and summary leaves) skip the encoder and get exactly the text it writes."""
+    t = type(value)
+    if t is float and math.isfinite(value):
+        return float.__repr__(value)
+    if t is int:
+        return int.__repr__(value)
+    if t is str:
+        return json.encoder.encode_basestring(value)
+    if t is bool:
+        return "true" if value else "false"
+    if value is None:
+        return "null"
+    return _encode_json(value)
+
+
+def _encode_json(value: Any) -> str:
     return json.dumps(sanitize_json(value), ensure_ascii=False, separators=(",", ":"),
                       allow_nan=False, default=str)
 

@@ -38,25 +38,18 @@ class SeriesResult:
     path: str
 
 
-def export_series(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, *,
+def export_series(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, stage: Stage, *,
                   incremental: bool = False, source_last_step: int | None = None,
-                  source_rows: int | None = None, stage: Stage | None = None) -> SeriesResult:
-    """Export a series; see `export.export_run` for the contract. Files are staged in `stage`
-    (the caller's, which it cleans up), else in a stage of the series' own."""
-    own = stage is None
-    if own:
-        stage = Stage(root, spec.table, run)
-    try:
-        result = _export(root, spec, run, source, stage, incremental, source_last_step, source_rows)
-        if result is None:
-            # The incremental fetch came up short of the source's row count: rows were logged
-            # at or below the last exported step (a resumed or rewound run), which "steps after
-            # the last one" cannot see. Fetch the run whole instead.
-            result = _export(root, spec, run, source, stage, False, source_last_step, source_rows)
-        return result
-    finally:
-        if own:
-            stage.cleanup()
+                  source_rows: int | None = None) -> SeriesResult:
+    """Export a series, its files staged in `stage` (the caller's, which it cleans up); see
+    `export.export_run` for the contract."""
+    result = _export(root, spec, run, source, stage, incremental, source_last_step, source_rows)
+    if result is None:
+        # The incremental fetch came up short of the source's row count: rows were logged
+        # at or below the last exported step (a resumed or rewound run), which "steps after
+        # the last one" cannot see. Fetch the run whole instead.
+        result = _export(root, spec, run, source, stage, False, source_last_step, source_rows)
+    return result
 
 
 def _decide(state: RunState | None, consistent: bool, spec: SeriesSpec, incremental: bool,
