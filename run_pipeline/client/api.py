@@ -15,6 +15,7 @@ from run_pipeline.client.artifacts import Artifact, parse_artifact_path
 from run_pipeline.client.attrs import Attrs, User
 from run_pipeline.client.errors import (
     WandbAuthError,
+    WandbClientError,
     WandbNotFoundError,
     WandbQueryError,
 )
@@ -131,7 +132,7 @@ class Projects(Paginator[Project]):
             queries.PROJECTS, {"entity": self.entity, "cursor": cursor, "perPage": self.per_page})
         conn = data.get("models")
         if conn is None:
-            raise WandbNotFoundError(f"entity {self.entity} not found")
+            raise self._api.missing(f"entity {self.entity} not found")
         edges = conn.get("edges") or []
         objects = [
             Project(self._api, e["node"].get("entityName") or self.entity, e["node"]["name"],
@@ -212,9 +213,20 @@ class Api:
                 data = self._transport.graphql(queries.VIEWER)
                 viewer = data.get("viewer")
                 if not viewer:
-                    raise WandbAuthError("invalid credentials: the server knows no viewer")
+                    raise WandbAuthError(
+                        "invalid API key: the server answered but knows no user for it")
                 self._viewer = viewer
             return self._viewer
+
+    def missing(self, message: str) -> WandbClientError:
+        """The error for an object the server answered null for: not found, unless the server
+        knows no viewer for the key (W&B can answer a bad key with HTTP 200 and nulls instead
+        of 401), which makes it an authentication error."""
+        try:
+            self._viewer_attrs()
+        except WandbAuthError as exc:
+            return WandbAuthError(f"{exc} (while looking up: {message})")
+        return WandbNotFoundError(message)
 
     @property
     def viewer(self) -> User:
@@ -261,7 +273,7 @@ class Api:
         data = self._transport.graphql(queries.PROJECT, {"project": name, "entity": entity})
         project = data.get("project")
         if project is None:
-            raise WandbNotFoundError(f"project {entity}/{name} not found")
+            raise self.missing(f"project {entity}/{name} not found")
         return Project(self, entity, name, project)
 
     def artifact(self, name: str, type: str | None = None) -> Artifact:

@@ -1,6 +1,8 @@
-"""Run history as Arrow record batches, page by page: W&B's exported Parquet first, then the
-live tail over `history(minStep, maxStep)`; plus the full system-metric (`events`) stream.
-Typing of the batches is in `batches.py`.
+"""Run history as W&B serves it: the run's exported Parquet first (`parquetHistory`), then the
+live tail above its last step over `history(minStep, maxStep)` or `sampledHistory`; plus the
+full system-metric (`events`) stream. Every reader (`scan_history`, `history`, the export's
+record batches) takes the same two paths, so a server that answers windowed history only for
+steps it has not exported yet loses nothing. Typing of the batches is in `batches.py`.
 """
 
 from __future__ import annotations
@@ -8,9 +10,11 @@ from __future__ import annotations
 import json
 import os
 import queue
+import re
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 import pyarrow as pa
@@ -18,27 +22,37 @@ import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from run_pipeline.client import queries
+from run_pipeline.client.auth import display_url
 from run_pipeline.client.batches import (
     STEP,
+    batch_to_rows,
     normalize_batch,
     parse_rows,
     strings_to_batch,
 )
 from run_pipeline.client.errors import (
+    WandbAuthError,
     WandbIncompleteDataError,
     WandbNotFoundError,
     WandbQueryError,
 )
 
 if TYPE_CHECKING:
-    from run_pipeline.client.run import Run
+    from run_pipeline.client.transport import Transport
 
 #: Windows never grow past this many steps (bounds one page when density jumps).
 MAX_WINDOW_FACTOR = 64
+#: Requests for one step window before the server is held to be misbehaving (a page that keeps
+#: coming back full however small the window); the export fails, naming the window.
+MAX_FETCHES_PER_WINDOW = 40
 #: Bytes read at a time from each column of an exported Parquet file.
 PARQUET_READ_BUFFER = 64 * 1024
 #: Without `eventsLineCount`, ask for this many system-metric rows.
 LARGE_SAMPLES = 10_000_000
+#: Attempts at one exported Parquet file that arrives empty, cut or corrupt.
+DOWNLOAD_ATTEMPTS = 3
+
+_STEP_IN_ROW = re.compile(r'"_step"\s*:\s*(-?[0-9.eE+]+)')
 
 
 # ---------------------------------------------------------------------------------------------
@@ -59,7 +73,9 @@ def page_windows(fetch: Fetch, start: int, end: int, page_size: int) -> Iterator
     W&B SDK assumes, honours that). A window of unique steps no wider than `page_size` always
     fits; a page that comes back full may have been cut off (a wide window that turned dense,
     or repeated steps), so the window is halved, or a single step's sample count raised, and
-    fetched again: no row is ever lost to truncation.
+    fetched again: no row is ever lost to truncation. `fetch` returns only rows inside its
+    window, so a server that ignores the window cannot make pages look full; one that keeps
+    answering full pages is stopped after `MAX_FETCHES_PER_WINDOW` requests for one window.
     """
     page_size = max(1, int(page_size))
     max_window = page_size * MAX_WINDOW_FACTOR
@@ -69,19 +85,48 @@ def page_windows(fetch: Fetch, start: int, end: int, page_size: int) -> Iterator
         b = min(a + window, end)
         samples = min(b - a, page_size) + 1
         rows = fetch(a, b, samples)
+        fetches = 1
         while len(rows) >= samples:
+            if fetches >= MAX_FETCHES_PER_WINDOW:
+                raise WandbIncompleteDataError(
+                    f"the server kept answering full pages for steps [{a}, {b}) after {fetches} "
+                    f"requests (asked for {samples} rows)")
             if b - a > 1:
                 b = a + (b - a) // 2
                 samples = min(b - a, page_size) + 1
             else:
                 samples *= 4
             rows = fetch(a, b, samples)
+            fetches += 1
         if rows:
             yield rows
             window = max(1, min(max_window, (b - a) * page_size // len(rows)))
         else:
             window = min(max_window, window * 2)
         a = b
+
+
+def row_steps_within(strings: list[str], a: int, b: int) -> list[str]:
+    """The row strings whose `_step` lies in [a, b) (for a server that ignored the window)."""
+    out = []
+    for s in strings:
+        m = _STEP_IN_ROW.search(s)
+        try:
+            step = int(float(m.group(1))) if m else None
+        except ValueError:
+            step = None
+        if step is None or a <= step < b:
+            out.append(s)
+    return out
+
+
+def without_repeats(strings: list[str]) -> list[str]:
+    """A page without rows repeated verbatim (same step, same content: a server or proxy that
+    sent a row twice). Rows that share a step but differ are kept, as W&B keeps them."""
+    if len(set(strings)) == len(strings):
+        return strings
+    seen: set[str] = set()
+    return [s for s in strings if not (s in seen or seen.add(s))]
 
 
 _DONE = object()
@@ -126,27 +171,55 @@ def prefetch(items: Iterator[Any], depth: int = 1) -> Iterator[Any]:
         worker.join(timeout=5)
 
 
+def downsample(rows: list, samples: int) -> list:
+    """At most `samples` rows, evenly spaced, first and last kept (what a sampled read gives)."""
+    samples = max(0, int(samples))
+    n = len(rows)
+    if n <= samples:
+        return rows
+    if samples <= 1:
+        return rows[:samples]
+    return [rows[round(i * (n - 1) / (samples - 1))] for i in range(samples)]
+
+
 # ---------------------------------------------------------------------------------------------
 # Readers bound to one run
+
+
+@dataclass(frozen=True)
+class HistoryPlan:
+    """What the server said about a run's history in one request: its exported Parquet files
+    (empty when it lists none), its last step (-1 for none) and its system-metric row count
+    (None when the server does not report it)."""
+
+    parquet_urls: tuple[str, ...]
+    last_step: int
+    events_line_count: int | None
 
 
 class HistoryReader:
     """History and system-metric readers for one run (used through `Run`'s methods)."""
 
-    def __init__(self, run: Run):
-        self._run = run
-        self._transport = run._api._transport
+    def __init__(self, transport: Transport, entity: str, project: str, run_id: str):
+        self._transport = transport
+        self._entity, self._project, self.run_id = entity, project, run_id
+        self._path = f"{entity}/{project}/{run_id}"
+        # System-metric row count learned by the last plan: lets the system-metric read that
+        # follows a history export go in one request.
+        self._events_line_count: int | None = None
 
     def _run_field(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         data = self._transport.graphql(query, variables)
         run = (data.get("project") or {}).get("run")
         if run is None:
-            raise WandbNotFoundError(f"run {self._run._path_str} not found")
+            raise WandbNotFoundError(f"run {self._path} not found")
         return run
 
     def _vars(self, **extra: Any) -> dict[str, Any]:
-        run = self._run
-        return {"entity": run.entity, "project": run.project, "run": run.id, **extra}
+        return {"entity": self._entity, "project": self._project, "run": self.run_id, **extra}
+
+    def _name_vars(self, **extra: Any) -> dict[str, Any]:
+        return {"entity": self._entity, "project": self._project, "name": self.run_id, **extra}
 
     # -- live pages ---------------------------------------------------------------------------
 
@@ -154,36 +227,27 @@ class HistoryReader:
         run = self._run_field(
             queries.HISTORY_PAGE, self._vars(minStep=a, maxStep=b, pageSize=samples)
         )
-        return run.get("history") or []
+        strings = run.get("history") or []
+        if len(strings) > samples:  # the server ignored the page size, perhaps the window too
+            strings = row_steps_within(strings, a, b)
+        return without_repeats(strings)
 
     def fetch_sampled_page(self, keys: list[str], a: int, b: int, samples: int) -> list[dict]:
-        # The server's sampledHistory treats maxStep as inclusive (wandb-api.md 3.8).
-        spec = json.dumps({"keys": keys, "minStep": a, "maxStep": b - 1, "samples": samples})
+        """Rows of [a, b) that have every key in `keys`. `maxStep` is inclusive on current
+        servers and exclusive on servers older than 0.65: asking for [a, b] and one row more
+        than `samples`, then keeping [a, b), is right for both (a dense window never looks
+        cut off because of the boundary row)."""
+        spec = json.dumps({"keys": keys, "minStep": a, "maxStep": b, "samples": samples + 1})
         run = self._run_field(queries.SAMPLED_HISTORY_PAGE, self._vars(spec=spec))
         pages = run.get("sampledHistory") or [[]]
-        return [r for r in (pages[0] or []) if a <= r.get(STEP, a) < b]
+        return [r for r in (pages[0] or []) if isinstance(r.get(STEP), (int, float))
+                and a <= r[STEP] < b]
 
     def last_step(self) -> int:
-        return self._run.lastHistoryStep
-
-    def _bounds(self, min_step: int | None, max_step: int | None) -> tuple[int, int]:
-        end = self.last_step() + 1
-        if max_step is not None:
-            end = min(end, int(max_step))
-        return max(0, int(min_step or 0)), end
-
-    def scan_rows(self, keys: list[str] | None, page_size: int, min_step: int | None,
-                  max_step: int | None) -> Iterator[dict[str, Any]]:
-        start, end = self._bounds(min_step, max_step)
-        if keys:
-            wanted = [STEP] + [k for k in keys if k != STEP]
-            for rows in page_windows(
-                lambda a, b, s: self.fetch_sampled_page(wanted, a, b, s), start, end, page_size
-            ):
-                yield from rows
-        else:
-            for strings in page_windows(self.fetch_history_page, start, end, page_size):
-                yield from parse_rows(strings)
+        run = self._run_field(queries.RUN_HISTORY_KEYS, self._name_vars())
+        keys = run.get("historyKeys") or {}
+        last = keys.get("lastStep") if isinstance(keys, dict) else None
+        return -1 if last is None else int(last)
 
     def _live_batches(self, start: int, end: int, page_size: int) -> Iterator[pa.RecordBatch]:
         pages = page_windows(self.fetch_history_page, start, end, page_size)
@@ -200,58 +264,134 @@ class HistoryReader:
             if batch.num_rows:
                 yield batch
 
-    # -- export path --------------------------------------------------------------------------
+    # -- the plan and the exported Parquet -------------------------------------------------------
 
     def parquet_history(self) -> list[str]:
         """URLs of the run's exported history. `liveData` is not selected: the live tail is
         paged by step above the last exported step, so one object per live row is not needed."""
         run = self._run_field(
             queries.RUN_PARQUET_HISTORY,
-            {"entity": self._run.entity, "project": self._run.project,
-             "runName": self._run.id, "liveKeys": [STEP]},
+            {"entity": self._entity, "project": self._project, "runName": self.run_id,
+             "liveKeys": [STEP]},
         )
         ph = run.get("parquetHistory") or {}
         return list(ph.get("parquetUrls") or [])
 
-    def plan(self, use_parquet: bool) -> tuple[list[str], int]:
-        """What a history export needs, in one request: the exported Parquet URLs (when
-        `use_parquet`) and the last step. The system-metric row count comes along and is kept
-        on the run for `system_metric_strings`, which then needs a single request too."""
+    def plan(self, use_parquet: bool = True) -> HistoryPlan:
+        """What reading the run's history needs, in one request: the exported Parquet URLs
+        (when `use_parquet`), the last step and the system-metric row count."""
         try:
-            run = self._run_field(queries.RUN_HISTORY_PLAN, {**self._name_vars(), "parquet": use_parquet})
+            run = self._run_field(queries.RUN_HISTORY_PLAN, self._name_vars(parquet=use_parquet))
         except WandbQueryError:
             # A server without `eventsLineCount`: ask for the parts one by one.
-            return (self.parquet_history() if use_parquet else []), self.last_step()
+            urls = self.parquet_history() if use_parquet else []
+            return HistoryPlan(tuple(urls), self.last_step(), None)
         keys = run.get("historyKeys") or {}
         last = keys.get("lastStep") if isinstance(keys, dict) else None
         count = run.get("eventsLineCount")
-        self._run._events_line_count_hint = None if count is None else int(count)
-        urls = list((run.get("parquetHistory") or {}).get("parquetUrls") or [])
-        return urls, -1 if last is None else int(last)
+        self._events_line_count = None if count is None else int(count)
+        urls = (run.get("parquetHistory") or {}).get("parquetUrls") or []
+        return HistoryPlan(tuple(urls), -1 if last is None else int(last), self._events_line_count)
+
+    def _download(self, url: str, path: str) -> None:
+        """Download one exported file and prove it is a whole Parquet file (magic bytes at both
+        ends, a footer that parses); an empty, cut or corrupt file is fetched again."""
+        problem = ""
+        for _ in range(DOWNLOAD_ATTEMPTS):
+            size = self._transport.download(url, path)
+            problem = _parquet_problem(path, size)
+            if not problem:
+                return
+        raise WandbIncompleteDataError(
+            f"run {self._path}: exported history {display_url(url)} is not a readable Parquet file "
+            f"after {DOWNLOAD_ATTEMPTS} downloads ({problem})")
+
+    def _parquet_batches(self, plan: HistoryPlan, lo: int, hi: int | None, batch_rows: int,
+                         tmp_dir: str | os.PathLike | None, use_parquet: bool,
+                         columns: list[str] | None = None,
+                         ) -> Iterator[tuple[pa.RecordBatch | None, int | None]]:
+        """Batches of the plan's exported files in [lo, hi), each with the highest step seen
+        so far (unfiltered: where the live tail starts). A signed URL that has expired (403) is
+        asked for again once."""
+        urls = list(plan.parquet_urls)
+        replanned = False
+        with tempfile.TemporaryDirectory(prefix="run_pipeline_parquet_", dir=tmp_dir) as tmp:
+            i = 0
+            while i < len(urls):
+                path = os.path.join(tmp, f"history_{i}.parquet")
+                try:
+                    self._download(urls[i], path)
+                except WandbAuthError:
+                    if replanned:
+                        raise
+                    replanned = True
+                    fresh = self.plan(use_parquet).parquet_urls
+                    if len(fresh) != len(urls):
+                        raise WandbIncompleteDataError(
+                            f"run {self._path}: the server listed {len(urls)} exported history "
+                            f"files, then {len(fresh)} when asked again after an expired URL")
+                    urls = list(fresh)
+                    continue
+                try:
+                    yield from _read_parquet(path, lo, hi, batch_rows, columns)
+                except (pa.ArrowInvalid, OSError) as exc:
+                    raise WandbIncompleteDataError(
+                        f"run {self._path}: exported history {display_url(urls[i])} "
+                        f"could not be read: {exc}") from exc
+                os.unlink(path)
+                i += 1
+
+    # -- readers --------------------------------------------------------------------------------
 
     def iter_batches(self, min_step: int | None, max_step: int | None, page_size: int,
                      parquet_batch_rows: int, tmp_dir: str | os.PathLike | None,
                      use_parquet: bool) -> Iterator[pa.RecordBatch]:
         lo = max(0, int(min_step or 0))
-        urls, last_step = self.plan(use_parquet)
-        max_parquet_step: int | None = None
-        if urls:
-            with tempfile.TemporaryDirectory(prefix="run_pipeline_parquet_", dir=tmp_dir) as tmp:
-                for i, url in enumerate(urls):
-                    path = os.path.join(tmp, f"history_{i}.parquet")
-                    self._transport.download(url, path)
-                    for batch, file_max in _read_parquet(path, lo, max_step, parquet_batch_rows):
-                        if file_max is not None:
-                            max_parquet_step = (
-                                file_max if max_parquet_step is None
-                                else max(max_parquet_step, file_max)
-                            )
-                        if batch is not None and batch.num_rows:
-                            yield batch
-                    os.unlink(path)
-        start = lo if max_parquet_step is None else max(lo, max_parquet_step + 1)
-        end = last_step + 1 if max_step is None else min(last_step + 1, int(max_step))
+        plan = self.plan(use_parquet)
+        top: int | None = None
+        for batch, file_top in self._parquet_batches(plan, lo, max_step, parquet_batch_rows,
+                                                     tmp_dir, use_parquet):
+            if file_top is not None:
+                top = file_top if top is None else max(top, file_top)
+            if batch is not None and batch.num_rows:
+                yield batch
+        start = lo if top is None else max(lo, top + 1)
+        end = _end(plan, max_step)
         yield from self._live_batches(start, end, page_size)
+
+    def scan_rows(self, keys: list[str] | None, page_size: int, min_step: int | None,
+                  max_step: int | None) -> Iterator[dict[str, Any]]:
+        """Rows as dicts: the exported Parquet's rows first, then the live tail. With `keys`,
+        only rows that have every key, each holding `_step` and those keys (W&B's meaning),
+        whichever path a row came from."""
+        lo = max(0, int(min_step or 0))
+        plan = self.plan()
+        wanted = None if not keys else [STEP] + [k for k in dict.fromkeys(keys) if k != STEP]
+        top: int | None = None
+        for batch, file_top in self._parquet_batches(plan, lo, max_step, 8_192, None, True,
+                                                     columns=wanted):
+            if file_top is not None:
+                top = file_top if top is None else max(top, file_top)
+            if batch is None or not batch.num_rows:
+                continue
+            if wanted is None:
+                yield from batch_to_rows(batch)
+            elif all(k in batch.schema.names for k in wanted):
+                rows = batch_to_rows(batch.select(wanted), drop_nulls=False)
+                yield from (r for r in rows if all(r[k] is not None for k in wanted))
+        start = lo if top is None else max(lo, top + 1)
+        end = _end(plan, max_step)
+        if wanted:
+            for rows in page_windows(
+                lambda a, b, s: self.fetch_sampled_page(wanted, a, b, s), start, end, page_size
+            ):
+                yield from rows
+        else:
+            for strings in page_windows(self.fetch_history_page, start, end, page_size):
+                yield from parse_rows(strings)
+
+    def has_parquet(self) -> bool:
+        return bool(self.plan().parquet_urls)
 
     # -- system metrics -----------------------------------------------------------------------
 
@@ -263,33 +403,30 @@ class HistoryReader:
         value = run.get("eventsLineCount")
         return None if value is None else int(value)
 
-    def _name_vars(self) -> dict[str, Any]:
-        return {"entity": self._run.entity, "project": self._run.project, "name": self._run.id}
-
     def system_metric_strings(self) -> list[str]:
         """Every system-metric row. With a row count from `plan` (or an earlier call), one
         request asks for that many rows and the count again; a run that logged more since then
         is asked again with the new count, so nothing is ever down-sampled away."""
-        samples = self._run._events_line_count_hint
+        samples = self._events_line_count
         if samples is None:
             samples = self.events_line_count()
             if samples == 0:
                 return []
             if samples is None:  # a server without the field: ask for everything, uncounted
-                run = self._run_field(queries.RUN_FULL_EVENTS, {**self._name_vars(), "samples": LARGE_SAMPLES})
+                run = self._run_field(queries.RUN_FULL_EVENTS, self._name_vars(samples=LARGE_SAMPLES))
                 return run.get("events") or []
         for _ in range(3):
-            run = self._run_field(queries.RUN_COUNTED_EVENTS, {**self._name_vars(), "samples": max(1, samples)})
+            run = self._run_field(queries.RUN_COUNTED_EVENTS, self._name_vars(samples=max(1, samples)))
             strings = run.get("events") or []
             expected = int(run.get("eventsLineCount") or 0)
-            self._run._events_line_count_hint = expected
+            self._events_line_count = expected
             if len(strings) == expected:
                 return strings
             if expected <= samples:
                 break
             samples = expected  # the run logged more since the count was read
         raise WandbIncompleteDataError(
-            f"run {self._run._path_str}: server holds {expected} system-metric rows "
+            f"run {self._path}: server holds {expected} system-metric rows "
             f"but events(samples: {max(1, samples)}) returned {len(strings)}"
         )
 
@@ -299,14 +436,43 @@ class HistoryReader:
             yield strings_to_batch(strings[i: i + batch_rows], first=("_timestamp", "_runtime"))
 
 
-def _read_parquet(path: str, min_step: int, max_step: int | None,
-                  batch_rows: int) -> Iterable[tuple[pa.RecordBatch | None, int | None]]:
+def _end(plan: HistoryPlan, max_step: int | None) -> int:
+    end = plan.last_step + 1
+    return end if max_step is None else min(end, int(max_step))
+
+
+def _parquet_problem(path: str, size: int) -> str:
+    """Why the file at `path` is not a whole Parquet file ("" when it is)."""
+    if size < 12:
+        return f"{size} bytes"
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+        fh.seek(-4, os.SEEK_END)
+        tail = fh.read(4)
+    if head != b"PAR1" or tail != b"PAR1":
+        return "no Parquet magic bytes at both ends: cut short or not Parquet"
+    try:
+        pq.read_metadata(path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        return f"unreadable footer: {exc}"
+    return ""
+
+
+def _read_parquet(path: str, min_step: int, max_step: int | None, batch_rows: int,
+                  columns: list[str] | None = None,
+                  ) -> Iterable[tuple[pa.RecordBatch | None, int | None]]:
     """Batches of one exported file filtered to [min_step, max_step), each with the file's
-    highest step seen so far in it (unfiltered, for the live-tail boundary)."""
+    highest step seen so far in it (unfiltered, for the live-tail boundary). With `columns`,
+    only those of them the file has."""
     # Read in 64 KiB pieces, without pre-buffering: an export is often one large row group,
     # which would otherwise be held whole (peak memory growing with the run's length).
     pf = pq.ParquetFile(path, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
-    for raw in pf.iter_batches(batch_size=batch_rows, use_threads=False):
+    if columns is not None:
+        names = set(pf.schema_arrow.names)
+        columns = [c for c in columns if c in names]
+        if STEP not in columns:
+            columns = [STEP] + columns
+    for raw in pf.iter_batches(batch_size=batch_rows, use_threads=False, columns=columns):
         batch = normalize_batch(raw)
         if STEP not in batch.schema.names:
             raise WandbQueryError("exported history parquet has no _step column")

@@ -5,7 +5,12 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Generic, TypeVar
 
+from run_pipeline.client.errors import WandbIncompleteDataError
+
 T = TypeVar("T")
+
+#: Empty pages in a row that still say `hasNextPage` before the listing is given up on.
+MAX_EMPTY_PAGES = 25
 
 
 class Paginator(Generic[T]):
@@ -25,6 +30,7 @@ class Paginator(Generic[T]):
         self._more = True
         self._total: int | None = None
         self._pages = 0
+        self._empty_in_a_row = 0
 
     def _fetch(self, cursor: str | None) -> tuple[list[T], str | None, bool, int | None]:
         raise NotImplementedError
@@ -37,9 +43,15 @@ class Paginator(Generic[T]):
         if total is not None:
             self._total = total
         self.objects.extend(objects)
-        self._cursor = cursor
-        # A page that is empty, or that gives no cursor, cannot lead anywhere new.
-        self._more = bool(has_next and objects and cursor)
+        # W&B can answer an empty page that still has a next one (runs filtered out or deleted
+        # behind the cursor): keep following its cursor, a bounded number of times.
+        self._empty_in_a_row = 0 if objects else self._empty_in_a_row + 1
+        if has_next and not objects and self._empty_in_a_row >= MAX_EMPTY_PAGES:
+            raise WandbIncompleteDataError(
+                f"{self!r}: {MAX_EMPTY_PAGES} empty pages in a row that each said another page "
+                f"follows; {len(self.objects)} items read so far")
+        self._cursor = cursor or self._cursor
+        self._more = bool(has_next and (cursor or self._cursor))
         return bool(objects)
 
     @property

@@ -30,7 +30,7 @@ from run_pipeline.client.attrs import (
 from run_pipeline.client.batches import parse_rows
 from run_pipeline.client.errors import WandbClientError, WandbNotFoundError
 from run_pipeline.client.files import File, Files, upload_run_file
-from run_pipeline.client.history import HistoryReader, HistoryScan
+from run_pipeline.client.history import HistoryReader, HistoryScan, downsample
 from run_pipeline.client.summary import Summary
 
 if TYPE_CHECKING:
@@ -62,8 +62,7 @@ class Run(Attrs):
         # this Run elsewhere without asking again (see `export.export_runs`).
         self.server_attrs: dict[str, Any] = {}
         self._summary: Summary | None = None
-        # System-metric row count read with the history plan (see client/history.py).
-        self._events_line_count_hint: int | None = None
+        self._history_reader: HistoryReader | None = None
         self._set_attrs(dict(attrs or {}))
         self._attrs.setdefault("name", run_id)
         if not attrs:
@@ -104,7 +103,7 @@ class Run(Attrs):
             )
             run = (data.get("project") or {}).get("run")
             if run is None:
-                raise WandbNotFoundError(f"run {self._path_str} not found")
+                raise self._api.missing(f"run {self._path_str} not found")
             self._set_attrs(dict(run))
         return self._attrs
 
@@ -250,16 +249,15 @@ class Run(Attrs):
     @property
     def lastHistoryStep(self) -> int:  # noqa: N802 - W&B's name
         """The last logged step, read fresh from the server (-1 when there is none)."""
-        data = self._api._transport.graphql(
-            queries.RUN_HISTORY_KEYS,
-            {"project": self.project, "entity": self.entity, "name": self.id},
-        )
-        run = (data.get("project") or {}).get("run")
-        if run is None:
-            raise WandbNotFoundError(f"run {self._path_str} not found")
-        keys = run.get("historyKeys") or {}
-        last = keys.get("lastStep") if isinstance(keys, dict) else None
-        return -1 if last is None else int(last)
+        return self._history().last_step()
+
+    def _history(self) -> HistoryReader:
+        """The run's history reader (one per run: it keeps what the last plan learned)."""
+        reader = self._history_reader
+        if reader is None or reader.run_id != self.id:
+            reader = self._history_reader = HistoryReader(
+                self._api._transport, self.entity, self.project, self.id)
+        return reader
 
     def snake_to_camel(self, string: str) -> str:
         return snake_to_camel(string)
@@ -356,14 +354,22 @@ class Run(Attrs):
                 pandas: bool = True, stream: str = "default") -> pd.DataFrame | list[dict]:
         """Sampled history (at most `samples` rows): a pandas DataFrame when `pandas`, else a
         list of dicts. `stream="system"` gives system metrics. With `keys`, only rows that
-        have all of them (W&B's `sampledHistory`)."""
+        have all of them (W&B's `sampledHistory`).
+
+        When the server lists the run's exported Parquet, the rows are read from it (and the
+        live tail above it) and sampled here: a server that moved the run's steps to Parquet
+        may no longer answer for them live."""
         if keys is not None and not isinstance(keys, list):
             raise ValueError("keys must be a list of strings")
         if keys and stream != "default":
             raise ValueError("stream must be 'default' when specifying keys")
         variables = {"project": self.project, "entity": self.entity, "name": self.id}
         transport = self._api._transport
-        if keys:
+        reader = self._history()
+        if stream == "default" and reader.has_parquet():
+            wanted = ([x_axis] + [k for k in keys if k != x_axis]) if keys else None
+            rows = downsample(list(reader.scan_rows(wanted, 1000, None, None)), samples)
+        elif keys:
             spec = json.dumps({"keys": [x_axis] + list(keys), "samples": samples})
             data = transport.graphql(queries.RUN_SAMPLED_HISTORY, {**variables, "specs": [spec]})
             run = self._run_or_raise(data)
@@ -385,11 +391,13 @@ class Run(Attrs):
 
         W&B's documented meaning: with `keys`, only rows that have **all** of those keys
         are returned (sparse metrics logged at other steps vanish), and each row holds just
-        `_step` and those keys. For a complete export use `iter_history_batches()`.
+        `_step` and those keys. Rows come from the run's exported Parquet when the server lists
+        it, then from live pages above its last step. For a complete export use
+        `iter_history_batches()`.
         """
         if keys is not None and not isinstance(keys, list):
             raise ValueError("keys must be a list of strings")
-        return HistoryScan(HistoryReader(self), keys, page_size, min_step, max_step)
+        return HistoryScan(self._history(), keys, page_size, min_step, max_step)
 
     def iter_history_batches(self, min_step: int | None = None, max_step: int | None = None,
                              page_size: int = 1000, *, parquet_batch_rows: int = 8_192,
@@ -401,13 +409,13 @@ class Run(Attrs):
         above the last exported step; otherwise pages `history(minStep, maxStep)`. Nothing is
         sampled or dropped; see `run_pipeline.client.history` for the column/type contract.
         """
-        return HistoryReader(self).iter_batches(
+        return self._history().iter_batches(
             min_step, max_step, page_size, parquet_batch_rows, tmp_dir, use_parquet)
 
     def iter_system_metrics_batches(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
         """Every system-metric row (`events`, not a sample) as record batches; the row count is
         checked against the server's `eventsLineCount`."""
-        return HistoryReader(self).iter_system_batches(batch_rows)
+        return self._history().iter_system_batches(batch_rows)
 
     def _run_or_raise(self, data: dict[str, Any]) -> dict[str, Any]:
         run = (data.get("project") or {}).get("run")

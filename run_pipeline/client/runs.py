@@ -6,7 +6,6 @@ import json
 from typing import TYPE_CHECKING, Any
 
 from run_pipeline.client import queries
-from run_pipeline.client.errors import WandbNotFoundError
 from run_pipeline.client.paging import Paginator
 from run_pipeline.client.run import Run
 
@@ -42,7 +41,7 @@ class Runs(Paginator[Run]):
         })
         project = data.get("project")
         if project is None:
-            raise WandbNotFoundError(f"project {self.entity}/{self.project} not found")
+            raise self._api.missing(f"project {self.entity}/{self.project} not found")
         self.read_only = project.get("readOnly")
         self.project_internal_id = project.get("internalId")
         conn = project.get("runs") or {}
@@ -52,7 +51,7 @@ class Runs(Paginator[Run]):
             for e in edges if e.get("node")
         ]
         page = conn.get("pageInfo") or {}
-        next_cursor = edges[-1].get("cursor") if edges else None
+        next_cursor = (edges[-1].get("cursor") if edges else None) or page.get("endCursor")
         return objects, next_cursor, bool(page.get("hasNextPage")), project.get("runCount")
 
     def __repr__(self) -> str:

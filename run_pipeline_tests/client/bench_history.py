@@ -18,7 +18,6 @@ import requests
 
 from run_pipeline.client import Api
 from run_pipeline.client.batches import parse_rows, rows_to_batch, strings_to_batch
-from run_pipeline.client.history import HistoryReader
 from run_pipeline.emulator.sample import generate_run
 from run_pipeline.emulator.server import EmulatorServer
 
@@ -86,7 +85,7 @@ def main() -> None:
                       f"{rows / secs:,.0f} rows/s ({reqs} requests)")
 
             # Parsing alone, one page of live rows: the pyarrow.json fast path vs exact dicts.
-            page = HistoryReader(api.run(path)).fetch_history_page(0, 5000, 10_000)
+            page = api.run(path)._history().fetch_history_page(0, 5000, 10_000)
             for name, fn in (("pyarrow.json", lambda: strings_to_batch(page)),
                              ("orjson+dicts", lambda: rows_to_batch(parse_rows(page)))):
                 start = time.perf_counter()

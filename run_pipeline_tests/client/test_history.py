@@ -9,7 +9,6 @@ import pyarrow as pa
 import pytest
 
 from run_pipeline.client import batch_to_rows, is_json_field
-from run_pipeline.client.history import HistoryReader
 
 from .conftest import norm
 
@@ -40,7 +39,7 @@ def test_parquet_mode_really_reads_parquet(api, dataset, emulator):
     emulator.set_parquet_mode("parquet")
     d = next(d for d in dataset if "examples" not in (d.dir / "history.jsonl").read_text())
     run = api.run(d.path)
-    urls = HistoryReader(run).parquet_history()
+    urls = run._history().parquet_history()
     assert len(urls) == 1
     before = api._transport.stats["requests"]
     rows = batches_rows(run.iter_history_batches(page_size=10))

@@ -156,7 +156,11 @@ def test_graphql_errors_are_query_errors_and_not_retried(api):
 def test_not_found_is_not_retried(api):
     with pytest.raises(WandbNotFoundError):
         api.run("demo/llm-finetune/missing0")
-    assert api._transport.stats["requests"] == 1
+    # The lookup, then one viewer query that tells "not found" from "bad key" (cached).
+    assert api._transport.stats["requests"] == 2
+    with pytest.raises(WandbNotFoundError):
+        api.run("demo/llm-finetune/missing1")
+    assert api._transport.stats["requests"] == 3
     with pytest.raises(WandbNotFoundError):
         api._transport.get_bytes(api.base_url + "/files/demo/llm-finetune/missing0/none.txt")
 
