@@ -106,6 +106,9 @@ def _export(api, warehouse, targets, *, full: bool, workers: int, quiet: bool) -
     try:
         for outcome in export_runs(api, warehouse, targets, full=full, workers=workers):
             path, result = outcome.ref.path, outcome.result
+            if outcome.deleted:
+                progress.update(path, 0, "deleted on the server: its rows stay in the warehouse, marked deleted")
+                continue
             if result is None:
                 failures[path] = outcome.error
                 progress.update(path, 0, f"FAILED {outcome.error}")
@@ -165,7 +168,7 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 def _cmd_export(args: argparse.Namespace) -> int:
     from run_pipeline.client import Api, RetryPolicy, WandbAuthError, WandbNotFoundError, WandbTransportError
-    from run_pipeline.export import discover_runs
+    from run_pipeline.export import discover_runs, vanished_runs
     from run_pipeline.warehouse import Warehouse, WarehouseError
 
     entity = args.entity or os.environ.get("WANDB_ENTITY")
@@ -187,8 +190,13 @@ def _cmd_export(args: argparse.Namespace) -> int:
                 except WandbNotFoundError:
                     return _fail(EXIT_NOT_FOUND, f"project {entity}/{project} not found on {api.base_url} "
                                                  "(check --entity and --project)")
-                targets.extend(discover_runs(api, entity, project, states=args.state, since=args.since,
-                                             run_ids=args.runs))
+                found = discover_runs(api, entity, project, states=args.state, since=args.since,
+                                      run_ids=args.runs)
+                targets.extend(found)
+                if not (args.state or args.since or args.runs):
+                    # A complete listing: exported runs it no longer holds are checked and,
+                    # when the server has deleted them, marked deleted (their rows stay).
+                    targets.extend(vanished_runs(warehouse, entity, project, found))
             if not args.quiet:
                 print(f"{len(targets)} runs to export from {api.base_url} into {root}", file=sys.stderr)
             doing = "exporting runs"
@@ -266,6 +274,35 @@ def _cmd_query(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def _cmd_prune(args: argparse.Namespace) -> int:
+    from datetime import datetime, timezone
+
+    from run_pipeline.warehouse import Warehouse, WarehouseError
+
+    try:
+        before = datetime.fromisoformat(args.deleted_before)
+    except ValueError:
+        return _fail(EXIT_USAGE, f"--deleted-before {args.deleted_before!r} is not an ISO 8601 time "
+                                 "(e.g. 2026-11-01 or 2026-11-01T00:00:00)")
+    if before.tzinfo is None:
+        before = before.replace(tzinfo=timezone.utc)
+    root = _warehouse_root(args)
+    try:
+        warehouse = Warehouse(root)
+        marked = [(key, when) for key, when in warehouse.deleted_runs() if when < before]
+        if args.dry_run:
+            for key, when in marked:
+                print(f"would remove {key.entity}/{key.project}/{key.run_id} (deleted {when:%Y-%m-%d %H:%M} UTC)")
+            return EXIT_OK
+        removed = warehouse.prune(before)
+    except WarehouseError as exc:
+        return _fail(EXIT_USAGE, f"warehouse {root}: {exc}")
+    for key in removed:
+        print(f"removed {key.entity}/{key.project}/{key.run_id}")
+    print(f"removed {len(removed)} runs deleted on the server before {before.isoformat()}", file=sys.stderr)
+    return EXIT_OK
+
+
 def _csv_list(text: str) -> list[str]:
     return [p.strip() for p in text.split(",") if p.strip()]
 
@@ -314,6 +351,17 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--warehouse", default=None, help="warehouse directory (default $RUN_PIPELINE_WAREHOUSE or ./warehouse)")
     p.add_argument("--format", choices=("table", "csv", "json"), default="table", help="output format (default table)")
     p.set_defaults(func=_cmd_query)
+
+    p = sub.add_parser("prune", help="remove the files of runs deleted on the server before a time",
+                       description="Runs deleted on the server stay in the warehouse, marked deleted (runs.deleted_at), "
+                                   "since W&B can restore them. This removes every file of the runs marked deleted "
+                                   "before --deleted-before, one run at a time and atomically, then refreshes the "
+                                   "catalog.")
+    p.add_argument("--deleted-before", required=True, metavar="ISO",
+                   help="remove runs marked deleted before this time (UTC unless a zone is given)")
+    p.add_argument("--warehouse", default=None, help="warehouse directory or s3:// URI (default $RUN_PIPELINE_WAREHOUSE or ./warehouse)")
+    p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser("emulator", help="serve a local W&B-compatible API over a dataset directory",
                        description="Serve a W&B-compatible API on a loopback port. Prints the base URL on one line "

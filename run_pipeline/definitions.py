@@ -11,7 +11,11 @@ from run_pipeline.defs.assets import wandb_catalog, wandb_run_tables
 from run_pipeline.defs.jobs import wandb_catalog_job, wandb_export_job
 from run_pipeline.defs.resources import WandbResource, WarehouseResource
 from run_pipeline.defs.schedules import build_nightly_schedule
-from run_pipeline.defs.sensors import wandb_catalog_automation_sensor, wandb_finished_runs_sensor
+from run_pipeline.defs.sensors import (
+    wandb_catalog_automation_sensor,
+    wandb_finished_runs_sensor,
+    wandb_runs_discovery_sensor,
+)
 from run_pipeline.settings import DEFAULT_WAREHOUSE, NIGHTLY_CRON
 
 
@@ -22,7 +26,7 @@ def _env_list(name: str) -> list[str]:
 defs = dg.Definitions(
     assets=[wandb_run_tables, wandb_catalog],
     jobs=[wandb_export_job, wandb_catalog_job],
-    sensors=[wandb_finished_runs_sensor, wandb_catalog_automation_sensor],
+    sensors=[wandb_runs_discovery_sensor, wandb_finished_runs_sensor, wandb_catalog_automation_sensor],
     schedules=[build_nightly_schedule(os.environ.get("RUN_PIPELINE_NIGHTLY_CRON") or NIGHTLY_CRON,
                                       os.environ.get("RUN_PIPELINE_SCHEDULE_TIMEZONE") or "UTC")],
     resources={

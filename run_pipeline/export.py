@@ -10,11 +10,12 @@ import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import islice
 from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote, unquote
 
-from run_pipeline.client import Api, Run, WandbClientError
+from run_pipeline.client import Api, Run, WandbClientError, WandbNotFoundError
 from run_pipeline.settings import LIST_PAGE_SIZE, TERMINAL_STATES
 from run_pipeline.warehouse import RunExport, Warehouse, WarehouseError
 
@@ -59,25 +60,34 @@ class FoundRun:
     heartbeat_at: str  # the server's DateTime text, comparable as a string
     run: Run
 
+    @property
+    def partition_key(self) -> str:
+        return self.ref.partition_key
 
-def discover_runs(api: Api, entity: str, project: str, *, states=None, since: str | None = None,
-                  run_ids=None, limit: int | None = None) -> list[FoundRun]:
-    """Runs of a project in heartbeat order, filtered on the server: `states`, heartbeat at or
-    after `since` (ISO, UTC), `run_ids`. At most `limit` runs."""
+
+def iter_runs(api: Api, entity: str, project: str, *, states=None, since: str | None = None,
+              after: str | None = None, run_ids=None) -> Iterator[FoundRun]:
+    """Runs of a project in heartbeat order, filtered on the server, lazily paged: `states`,
+    heartbeat at or after `since` or strictly after `after` (ISO, UTC), `run_ids`."""
     clauses: list[dict[str, Any]] = []
     if states:
         clauses.append({"state": {"$in": list(states)}})
     if since:
         clauses.append({"heartbeatAt": {"$gte": since}})
+    if after:
+        clauses.append({"heartbeatAt": {"$gt": after}})
     if run_ids:
         clauses.append({"name": {"$in": list(run_ids)}})
     filters = {"$and": clauses} if clauses else None
-    out: list[FoundRun] = []
     for run in api.runs(f"{entity}/{project}", filters=filters, order="+heartbeat_at", per_page=LIST_PAGE_SIZE):
-        out.append(FoundRun(RunRef(entity, project, run.id), run.state, run.heartbeat_at or "", run))
-        if limit is not None and len(out) >= limit:
-            break
-    return out
+        yield FoundRun(RunRef(entity, project, run.id), run.state, run.heartbeat_at or "", run)
+
+
+def discover_runs(api: Api, entity: str, project: str, *, states=None, since: str | None = None,
+                  after: str | None = None, run_ids=None, limit: int | None = None) -> list[FoundRun]:
+    """`iter_runs` as a list of at most `limit` runs."""
+    runs = iter_runs(api, entity, project, states=states, since=since, after=after, run_ids=run_ids)
+    return list(runs if limit is None else islice(runs, max(0, limit)))
 
 
 def run_metadata(run: Run) -> dict[str, Any]:
@@ -168,8 +178,15 @@ class Exporter:
         )
         return ExportResult(ref, run.state, written, int(meta["history_line_count"] or 0), time.perf_counter() - start)
 
-    def refresh_catalog(self) -> dict:
-        return self.warehouse.refresh_catalog()
+    def mark_if_deleted(self, ref: RunRef) -> bool:
+        """Whether the server no longer has the run (asked afresh: a missing file is not a
+        missing run); if so, mark it deleted in the warehouse when it was exported before."""
+        try:
+            Run(self.api, ref.entity, ref.project, ref.run_id)
+        except WandbNotFoundError:
+            self.warehouse.mark_deleted(ref.entity, ref.project, ref.run_id)
+            return True
+        return False
 
 
 #: With fewer runs than this per worker, threads: a process pool's start-up would not pay off.
@@ -183,12 +200,15 @@ FORKSERVER_PRELOAD = ("run_pipeline.export", "pandas")
 @dataclass(frozen=True)
 class Outcome:
     """One run of `export_runs`: its result, or the error that stopped it (its message, naming
-    the run, and the error's class name, e.g. "WandbNotFoundError")."""
+    the run, and the error's class name, e.g. "WandbQueryError"), or `deleted`: the server no
+    longer has the run, which is not a failure (its rows stay in the warehouse, marked with
+    the time the deletion was seen, when it was ever exported)."""
 
     target: FoundRun | RunRef
     result: ExportResult | None
     error: str | None
     error_type: str | None
+    deleted: bool = False
 
     @property
     def ref(self) -> RunRef:
@@ -253,11 +273,19 @@ def _what(target: FoundRun | RunRef) -> Run | RunRef:
 
 
 def _export_here(exporter: Exporter, run: Run | RunRef,
-                 full: bool) -> tuple[ExportResult | None, str | None, str | None]:
+                 full: bool) -> tuple[ExportResult | None, str | None, str | None, bool]:
     try:
-        return exporter.export_run(run, full=full), None, None
+        return exporter.export_run(run, full=full), None, None, False
+    except WandbNotFoundError as exc:
+        ref = run if isinstance(run, RunRef) else RunRef(run.entity, run.project, run.id)
+        try:
+            if exporter.mark_if_deleted(ref):
+                return None, None, None, True
+        except Exception as check:  # noqa: BLE001 - the original error is the one to report
+            exc.__context__ = check
+        return None, f"{type(exc).__name__}: {exc}", type(exc).__name__, False
     except Exception as exc:  # reported per run; the others still land
-        return None, f"{type(exc).__name__}: {exc}", type(exc).__name__
+        return None, f"{type(exc).__name__}: {exc}", type(exc).__name__, False
 
 
 _worker_exporter: Exporter | None = None
@@ -269,7 +297,7 @@ def _start_worker(api: Api, warehouse: Warehouse) -> None:
 
 
 def _export_in_worker(ref: RunRef, attrs: dict[str, Any],
-                      full: bool) -> tuple[ExportResult | None, str | None, str | None]:
+                      full: bool) -> tuple[ExportResult | None, str | None, str | None, bool]:
     exporter = _worker_exporter
     assert exporter is not None, "export worker not started"
     run = Run(exporter.api, ref.entity, ref.project, ref.run_id, attrs=attrs) if attrs.get("id") else ref
@@ -339,6 +367,8 @@ def inspect_run(warehouse: Warehouse, ref: RunRef, preview_rows: int = 5, previe
     if root.fs.get_file_info(history_dir).type != pafs.FileType.Directory:
         return RunInspection(missing, 0, "(no history)")
     data = ds.dataset(history_dir, filesystem=root.fs, format="parquet", exclude_invalid_files=True)
+    if "_step" not in data.schema.names:  # a run that logged no history
+        return RunInspection(missing, 0, "(no history)")
     steps = data.to_table(columns=["_step"]).column("_step")
     duplicates = len(steps) - pc.count_distinct(steps).as_py() if len(steps) else 0
     names = [n for n in data.schema.names if n not in ("entity", "project", "run_id")][:preview_columns]
@@ -368,11 +398,27 @@ def exported_status(warehouse: Warehouse, ref: RunRef) -> tuple[str, str] | None
     return row["state"], hb.strftime("%Y-%m-%dT%H:%M:%S") if hb is not None else ""
 
 
-def changed_runs(api: Api, warehouse: Warehouse, entity: str, project: str) -> list[FoundRun]:
-    """Runs whose state or heartbeat differ from their last export, or never exported: what a
-    nightly refresh must fetch, however long since the last one ran."""
-    out = []
-    for found in discover_runs(api, entity, project):
-        if exported_status(warehouse, found.ref) != (found.state, found.heartbeat_at[:19]):
+def vanished_runs(warehouse: Warehouse, entity: str, project: str,
+                  listed: list[FoundRun]) -> list[RunRef]:
+    """Exported runs of a project that a complete listing (`listed`) no longer holds and that
+    are not marked deleted yet: exporting them checks with the server and marks them."""
+    marked = {key.run_id for key, _ in warehouse.deleted_runs()
+              if key.entity == entity and key.project == project}
+    gone = warehouse.exported_run_ids(entity, project) - {f.ref.run_id for f in listed} - marked
+    return [RunRef(entity, project, run_id) for run_id in sorted(gone)]
+
+
+def changed_runs(api: Api, warehouse: Warehouse, entity: str, project: str) -> list[FoundRun | RunRef]:
+    """What a nightly refresh must fetch, however long since the last one ran: runs whose state
+    or heartbeat differ from their last export, runs never exported, runs marked deleted that
+    the server lists again (restored), and, as `RunRef`s, exported runs that the complete
+    listing no longer holds (their export finds them gone and marks them deleted)."""
+    out: list[FoundRun | RunRef] = []
+    listed = discover_runs(api, entity, project)
+    marked = {key.run_id for key, _ in warehouse.deleted_runs()
+              if key.entity == entity and key.project == project}
+    for found in listed:
+        if (found.ref.run_id in marked
+                or exported_status(warehouse, found.ref) != (found.state, found.heartbeat_at[:19])):
             out.append(found)
-    return out
+    return out + vanished_runs(warehouse, entity, project, listed)

@@ -8,6 +8,15 @@ RUNS_PARTITIONS = "wandb_runs"
 # must finish well inside Dagster's 60 s limit; the cursor carries the rest to the next tick).
 LIST_PAGE_SIZE = 100
 SENSOR_MAX_RUNS_PER_TICK = 200
+# Sensors list runs whose heartbeat passed their watermark less this much: W&B's filtered
+# listings can lag behind state changes by minutes, and a found run is never requested twice.
+SENSOR_LOOKBACK_SECONDS = 600
+# Runs the finished-runs sensor keeps watching by name while they run (a run marked crashed
+# by the server keeps its old heartbeat, so only its name finds it again).
+SENSOR_MAX_WATCHED_RUNS = 2000
+# Partitions the discovery sensor registers per tick (Dagster adds them in one statement;
+# SQLite instances refuse tens of thousands at once). The cursor carries the rest.
+DISCOVERY_MAX_PARTITIONS_PER_TICK = 5000
 # Partitions one Dagster run exports when a backfill groups them (BackfillPolicy.multi_run).
 BACKFILL_PARTITIONS_PER_RUN = 25
 # Runs one Dagster run exports at once: a pool of this many worker processes when it holds at

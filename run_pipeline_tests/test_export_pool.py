@@ -35,13 +35,12 @@ def test_a_pool_of_processes_lands_what_one_process_lands(emulator, tmp_path):
     assert warehouse_digest(tmp_path / "pool") == warehouse_digest(tmp_path / "one")
 
 
-def test_a_failed_run_is_named_and_the_others_land(emulator, tmp_path):
+def test_a_run_deleted_meanwhile_is_named_as_deleted_and_the_others_land(emulator, tmp_path):
     with Api(api_key=emulator.api_key, base_url=emulator.base_url, environ={}) as api:
         found = discover_runs(api, ENTITY, PROJECT)
         doomed = found[3].ref
         emulator.store.delete_run(emulator.store.require_run(doomed.entity, doomed.project, doomed.run_id))
         outcomes = list(export_runs(api, Warehouse(tmp_path), found, workers=2, processes=True))
-    failed = {o.target.ref.path: o.error for o in outcomes if o.error}
-    assert list(failed) == [doomed.path]
-    assert doomed.path in failed[doomed.path] and "not found" in failed[doomed.path]
+    assert [o.ref.path for o in outcomes if o.deleted] == [doomed.path]
+    assert not [o.error for o in outcomes if o.error]
     assert sum(o.result is not None for o in outcomes) == len(found) - 1

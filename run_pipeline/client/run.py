@@ -40,7 +40,7 @@ if TYPE_CHECKING:
     from run_pipeline.client.api import Api
 
 _INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")
-_TERMINAL_STATES = ("finished", "crashed", "failed", "killed")
+_TERMINAL_STATES = ("finished", "crashed", "failed", "killed", "preempted")
 
 
 class Run(Attrs):

@@ -25,14 +25,16 @@ def build_nightly_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
                 found.extend(changed_runs(api, wh, entity, project))
         if not found:
             return dg.SkipReason("every run is exported up to date")
-        keys = sorted({r.ref.partition_key for r in found})
+        keys = sorted({r.partition_key for r in found})
         existing = set(context.instance.get_dynamic_partitions(wandb_runs_partitions.name))
         missing = [k for k in keys if k not in existing]
         if missing:
             # Schedules cannot return partition requests; the partitions must exist before the runs.
             context.instance.add_dynamic_partitions(wandb_runs_partitions.name, missing)
         tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
-        return [dg.RunRequest(partition_key=r.ref.partition_key, run_key=f"nightly-{tick}-{r.ref.partition_key}",
-                              tags={"wandb/state": r.state}) for r in found]
+        # A RunRef is an exported run the listing no longer holds: its export checks with the
+        # server and marks it deleted.
+        return [dg.RunRequest(partition_key=r.partition_key, run_key=f"nightly-{tick}-{r.partition_key}",
+                              tags={"wandb/state": getattr(r, "state", "unlisted")}) for r in found]
 
     return wandb_nightly_schedule

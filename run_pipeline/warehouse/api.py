@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
-from . import catalog, export, state
+from . import catalog, deletions, export, state
 from .layout import HISTORY, RunKey, WarehouseRoot
 from .lock import run_lock
 from .series import HistorySource, SystemSource
@@ -52,6 +52,36 @@ class Warehouse:
     def delete_run(self, entity: str, project: str, run_id: str) -> None:
         """Remove every file of one run."""
         export.delete_run(self.root, entity, project, run_id)
+
+    def mark_deleted(self, entity: str, project: str, run_id: str,
+                     when: datetime | None = None) -> datetime | None:
+        """Mark an exported run deleted on the server, keeping its rows (see `deletions.py`);
+        None when the run was never exported."""
+        return deletions.mark_deleted(self.root, RunKey(entity, project, run_id), when)
+
+    def deleted_at(self, entity: str, project: str, run_id: str) -> datetime | None:
+        return deletions.deleted_at(self.root, RunKey(entity, project, run_id))
+
+    def deleted_runs(self) -> Iterator[tuple[RunKey, datetime]]:
+        """Every run marked deleted, with the time of its mark."""
+        return deletions.iter_deleted(self.root)
+
+    def exported_run_ids(self, entity: str, project: str) -> set[str]:
+        """Ids of a project's runs that have a row in `runs`."""
+        return deletions.exported_run_ids(self.root, entity, project)
+
+    def prune(self, deleted_before: datetime) -> list[RunKey]:
+        """Remove every file of the runs marked deleted before `deleted_before` (each run's
+        files go under its lock: its row first, then its series) and refresh the catalog when
+        the root is local. Returns the runs removed."""
+        removed = []
+        for key, when in list(deletions.iter_deleted(self.root)):
+            if when < deleted_before:
+                export.delete_run(self.root, key.entity, key.project, key.run_id)
+                removed.append(key)
+        if removed and self.root.is_local:
+            self.refresh_catalog()
+        return removed
 
     def run_state(self, entity: str, project: str, run_id: str, table: str = HISTORY) -> state.RunState | None:
         """The committed manifest of a run's history (or system metrics), None if never exported."""

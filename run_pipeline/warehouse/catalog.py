@@ -32,6 +32,7 @@ from .layout import (
     PARQUET_SUFFIX,
     RUN_CONFIG,
     RUN_SUMMARY,
+    RUN_DELETIONS,
     RUNS,
     SYSTEM_METRICS,
     TABLES,
@@ -62,7 +63,8 @@ EMPTY_COLUMNS = {
            ("heartbeat_at", "TIMESTAMP"), ("tags", "VARCHAR[]"), ("notes", "VARCHAR"),
            ("run_group", "VARCHAR"), ("job_type", "VARCHAR"), ("username", "VARCHAR"), ("url", "VARCHAR"),
            ("config", "JSON"), ("summary", "JSON"), ("system_metrics", "JSON"),
-           ("history_line_count", "BIGINT"), ("last_step", "BIGINT"), ("exported_at", "TIMESTAMP")],
+           ("history_line_count", "BIGINT"), ("last_step", "BIGINT"), ("exported_at", "TIMESTAMP"),
+           ("deleted_at", "TIMESTAMP")],
     RUN_CONFIG: _KEY_VALUE_TYPES,
     RUN_SUMMARY: _KEY_VALUE_TYPES,
     HISTORY: [*_ID_TYPES, ("_step", "BIGINT")],
@@ -84,12 +86,20 @@ def read_parquet_sql(root: WarehouseRoot, table: str) -> str:
             "hive_types = {'entity': 'VARCHAR', 'project': 'VARCHAR', 'run_id': 'VARCHAR'})")
 
 
-def view_sql(root: WarehouseRoot, table: str, *, empty: bool = False) -> str:
-    """`CREATE OR REPLACE VIEW` for one table; `empty` gives the typed placeholder."""
+def view_sql(root: WarehouseRoot, table: str, *, empty: bool = False, deletions: bool = False) -> str:
+    """`CREATE OR REPLACE VIEW` for one table; `empty` gives the typed placeholder. The `runs`
+    view adds `deleted_at` from the deletion marks (`deletions`: some exist)."""
     if empty:
         cols = ", ".join(f"CAST(NULL AS {t}) AS {name}" for name, t in EMPTY_COLUMNS[table])
         return f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} WHERE false"
-    return f"CREATE OR REPLACE VIEW {table} AS SELECT {_PROJECTIONS[table]} FROM {read_parquet_sql(root, table)}"
+    select = f"SELECT {_PROJECTIONS[table]} FROM {read_parquet_sql(root, table)}"
+    if table == RUNS:
+        if deletions:
+            marks = f"SELECT {_IDS}, CAST(deleted_at AS TIMESTAMP) AS deleted_at FROM {read_parquet_sql(root, RUN_DELETIONS)}"
+            select = f"SELECT r.*, d.deleted_at FROM ({select}) r LEFT JOIN ({marks}) d USING ({_IDS})"
+        else:
+            select = f"SELECT *, CAST(NULL AS TIMESTAMP) AS deleted_at FROM ({select})"
+    return f"CREATE OR REPLACE VIEW {table} AS {select}"
 
 
 def has_files(root: WarehouseRoot, table: str) -> bool:
@@ -119,7 +129,8 @@ def _empty_tables(root: WarehouseRoot) -> set[str]:
 
 
 def _statements(root: WarehouseRoot, empty: set[str]) -> list[str]:
-    return [view_sql(root, table, empty=table in empty) for table in TABLES]
+    deletions = has_files(root, RUN_DELETIONS)
+    return [view_sql(root, table, empty=table in empty, deletions=deletions) for table in TABLES]
 
 
 def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSystem | None = None,

@@ -12,6 +12,7 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from .deletions import clear_deleted
 from .errors import WarehousePathError
 from .layout import RUN_CONFIG, RUN_SUMMARY, RUNS, TABLES, RunKey, WarehouseRoot
 from .lock import run_lock
@@ -107,6 +108,7 @@ def export_run(root: Root, run: Mapping[str, Any], history: HistorySource | None
             if system_metrics is not None:
                 system_result = export_series(wr, SYSTEM_SPEC, key, system_metrics, stage)
             metadata = _write_metadata(wr, key, run, exported_at, stage)
+        clear_deleted(wr, key)  # exported again: the run exists on the server (restored)
     return RunExport(key, history_result, system_result, metadata)
 
 
@@ -157,6 +159,7 @@ def delete_run(root: Root, entity: str, project: str, run_id: str, *,
             delete_file(wr.fs, f"{wr.run_dir(table, key)}/{RUN_FILES[table]}")
         delete_series(wr, HISTORY_SPEC, key)
         delete_series(wr, SYSTEM_SPEC, key)
+        clear_deleted(wr, key)
         for table in TABLES:
             directory = wr.run_dir(table, key)
             if not list_files(wr.fs, directory) and wr.fs.get_file_info(directory).type == pafs.FileType.Directory:

@@ -15,6 +15,8 @@ from .errors import WarehousePathError
 RUNS, RUN_CONFIG, RUN_SUMMARY = "runs", "run_config", "run_summary"
 HISTORY, SYSTEM_METRICS, METRICS = "history", "system_metrics", "metrics"
 TABLES = (RUNS, RUN_CONFIG, RUN_SUMMARY, HISTORY, SYSTEM_METRICS, METRICS)
+#: Marks of runs deleted on the server (see `deletions.py`): read by the `runs` view, no view of its own.
+RUN_DELETIONS = "run_deletions"
 PARTITION_KEYS = ("entity", "project", "run_id")
 #: Temporary files live here, outside every table directory, so no view glob can see them.
 STAGING = "_staging"

@@ -80,15 +80,17 @@ def test_incremental_export_after_run_grows(emulator, resources, tmp_path):
     assert md["rows_written"].value == 5 and md["rows_total"].value == before + 5
 
 
-def test_missing_run_fails_with_its_name(emulator, resources):
+def test_missing_run_is_recorded_as_deleted_with_its_name(emulator, resources):
+    # W&B deletes softly: a partition whose run the server no longer has is not a failure.
     instance = dg.DagsterInstance.ephemeral()
     key = RunRef("demo", PROJECT, "gone1234").partition_key
     instance.add_dynamic_partitions(wandb_runs_partitions.name, [key])
     result = dg.materialize([wandb_run_tables], partition_key=key, resources=resources, instance=instance,
                             raise_on_error=False)
-    assert not result.success
-    failure = [e for e in result.all_events if e.event_type_value == "STEP_FAILURE"][0]
-    assert "demo/image-classification/gone1234" in str(failure.event_specific_data.error.to_string())
+    assert result.success
+    runs_md = [m for m in result.asset_materializations_for_node("wandb_run_tables")
+               if m.asset_key == dg.AssetKey("wandb_runs")][0].metadata
+    assert runs_md["deleted_on_server"].value == ["demo/image-classification/gone1234"]
 
 
 def test_sensor_requests_finished_runs_once(emulator, resources):

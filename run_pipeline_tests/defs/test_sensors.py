@@ -1,0 +1,114 @@
+"""The sensors against W&B's real behaviours: a run marked crashed without its heartbeat moving,
+a listing that shows a finished run late, partitions registered before any export, and the
+server-side heartbeat filter that keeps a quiet tick from listing whole projects."""
+
+from __future__ import annotations
+
+import json
+from datetime import datetime, timedelta, timezone
+
+import dagster as dg
+import pytest
+
+from run_pipeline.defs.partitions import wandb_runs_partitions
+from run_pipeline.defs.resources import WandbResource
+from run_pipeline.defs.sensors import looked_back, wandb_finished_runs_sensor, wandb_runs_discovery_sensor
+from run_pipeline.export import RunRef
+from run_pipeline.settings import SENSOR_LOOKBACK_SECONDS, TERMINAL_STATES
+
+PROJECT = "image-classification"
+
+
+@pytest.fixture
+def wandb(emulator):
+    return WandbResource(base_url=emulator.base_url, api_key=emulator.api_key, entity="demo", projects=[PROJECT])
+
+
+def tick(sensor, instance, wandb, cursor=None):
+    return sensor(dg.build_sensor_context(instance=instance, resources={"wandb": wandb}, cursor=cursor))
+
+
+def run_ids(requests) -> list[str]:
+    return sorted(RunRef.from_partition_key(r.partition_key).run_id for r in requests)
+
+
+def runs_by_state(emulator, states) -> list[str]:
+    return sorted(r.run_id for r in emulator.store.project_runs("demo", PROJECT) if r.meta["state"] in states)
+
+
+def iso(moment: datetime) -> str:
+    return moment.astimezone(timezone.utc).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def test_a_run_marked_crashed_without_a_heartbeat_is_exported(emulator, wandb):
+    instance = dg.DagsterInstance.ephemeral()
+    running = runs_by_state(emulator, ("running",))
+    # A run that stopped beating long ago (its process died): only its name can find it again.
+    oldest = min(r.heartbeat_at for r in emulator.store.project_runs("demo", PROJECT))
+    emulator.store.touch_heartbeat("demo", PROJECT, running[0], oldest - timedelta(days=1))
+    first = tick(wandb_finished_runs_sensor, instance, wandb)
+    assert run_ids(first.run_requests) == runs_by_state(emulator, TERMINAL_STATES)
+    assert json.loads(first.cursor)[f"demo/{PROJECT}"]["running"] == running
+    # The server's watchdog marks the run crashed; its heartbeat stays where it was, far
+    # behind the sensor's watermark.
+    victim = emulator.store.get_run("demo", PROJECT, running[0])
+    emulator.store.update_run(victim, state="crashed")
+    second = tick(wandb_finished_runs_sensor, instance, wandb, first.cursor)
+    assert run_ids(second.run_requests) == [running[0]]
+    assert second.run_requests[0].tags["wandb/state"] == "crashed"
+    assert running[0] not in json.loads(second.cursor)[f"demo/{PROJECT}"]["running"]
+    third = tick(wandb_finished_runs_sensor, instance, wandb, second.cursor)
+    assert not third.run_requests  # found once
+
+
+def test_a_finished_run_the_listing_showed_late_is_still_found(emulator, wandb):
+    instance = dg.DagsterInstance.ephemeral()
+    first = tick(wandb_finished_runs_sensor, instance, wandb)
+    watermark = json.loads(first.cursor)[f"demo/{PROJECT}"]["after"]
+    # A run whose heartbeat lies before the watermark, inside the look-back: the listing of
+    # the first tick did not show it yet (W&B's filtered listings lag behind).
+    moment = datetime.fromisoformat(watermark.replace("Z", "+00:00")) - timedelta(seconds=SENSOR_LOOKBACK_SECONDS // 2)
+    late = emulator.store.create_run("demo", PROJECT, "late0001",
+                                     {"state": "finished", "heartbeat_at": iso(moment), "created_at": iso(moment)})
+    assert late.heartbeat_at.replace(tzinfo=None) < datetime.fromisoformat(watermark.replace("Z", "")).replace(tzinfo=None)
+    second = tick(wandb_finished_runs_sensor, instance, wandb, first.cursor)
+    assert run_ids(second.run_requests) == ["late0001"]
+    # Beyond the look-back it would be lost; the cursor's watermark never moves backwards.
+    assert json.loads(second.cursor)[f"demo/{PROJECT}"]["after"] == watermark
+
+
+def test_a_quiet_tick_lists_no_run(emulator, wandb):
+    instance = dg.DagsterInstance.ephemeral()
+    first = tick(wandb_finished_runs_sensor, instance, wandb)
+    before = emulator.app.requests_served
+    second = tick(wandb_finished_runs_sensor, instance, wandb, first.cursor)
+    assert isinstance(second, dg.SensorResult) and not second.run_requests
+    # The viewer-free path: one filtered listing page per project, plus the watched runs by name.
+    assert emulator.app.requests_served - before <= 3
+
+
+def test_looked_back_subtracts_the_look_back_from_server_time_text():
+    assert looked_back("2026-11-01T00:10:00", 600) == "2026-11-01T00:00:00"
+    assert looked_back("2026-11-01T00:10:00Z", 60) == "2026-11-01T00:09:00"
+    assert looked_back(None) is None
+
+
+def test_discovery_registers_every_run_before_any_export(emulator, wandb):
+    instance = dg.DagsterInstance.ephemeral()
+    first = tick(wandb_runs_discovery_sensor, instance, wandb)
+    every = sorted(r.run_id for r in emulator.store.project_runs("demo", PROJECT))
+    assert not first.run_requests
+    keys = first.dynamic_partitions_requests[0].partition_keys
+    assert sorted(RunRef.from_partition_key(k).run_id for k in keys) == every  # running ones too
+    instance.add_dynamic_partitions(wandb_runs_partitions.name, list(keys))
+    second = tick(wandb_runs_discovery_sensor, instance, wandb, first.cursor)
+    assert not second.dynamic_partitions_requests
+    emulator.store.create_run("demo", PROJECT, "new00001")
+    third = tick(wandb_runs_discovery_sensor, instance, wandb, second.cursor)
+    assert [RunRef.from_partition_key(k).run_id for k in third.dynamic_partitions_requests[0].partition_keys] \
+        == ["new00001"]
+
+
+def test_the_discovery_sensor_runs_by_default():
+    assert wandb_runs_discovery_sensor.default_status == dg.DefaultSensorStatus.RUNNING
+    assert wandb_finished_runs_sensor.default_status == dg.DefaultSensorStatus.STOPPED
