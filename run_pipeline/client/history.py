@@ -11,6 +11,7 @@ import json
 import os
 import queue
 import re
+import struct
 import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
@@ -32,6 +33,7 @@ from run_pipeline.client.batches import (
 )
 from run_pipeline.client.errors import (
     WandbAuthError,
+    WandbClientError,
     WandbIncompleteDataError,
     WandbNotFoundError,
     WandbQueryError,
@@ -49,6 +51,8 @@ MAX_FETCHES_PER_WINDOW = 40
 PARQUET_READ_BUFFER = 64 * 1024
 #: Without `eventsLineCount`, ask for this many system-metric rows.
 LARGE_SAMPLES = 10_000_000
+#: Bytes of an exported file's end read to learn its last step before downloading it.
+FOOTER_PROBE_BYTES = 64 * 1024
 #: Attempts at one exported Parquet file that arrives empty, cut or corrupt.
 DOWNLOAD_ATTEMPTS = 3
 
@@ -306,6 +310,28 @@ class HistoryReader:
             f"run {self._path}: exported history {display_url(url)} is not a readable Parquet file "
             f"after {DOWNLOAD_ATTEMPTS} downloads ({problem})")
 
+    def _remote_max_step(self, url: str) -> int | None:
+        """The highest `_step` of a remote exported file, read from its footer's statistics by
+        a range request; None when that cannot be told without downloading it."""
+        try:
+            tail = self._transport.get_tail(url, FOOTER_PROBE_BYTES)
+        except WandbClientError:
+            return None
+        if not tail or len(tail) < 12 or tail[-4:] != b"PAR1":
+            return None
+        footer_len = struct.unpack("<I", tail[-8:-4])[0]
+        if footer_len + 8 > len(tail):
+            return None
+        try:
+            metadata = pq.read_metadata(pa.BufferReader(b"PAR1" + tail[-(footer_len + 8):]))
+            index = metadata.schema.names.index(STEP)
+            tops = [metadata.row_group(i).column(index).statistics for i in range(metadata.num_row_groups)]
+        except (pa.ArrowException, ValueError, OSError):
+            return None
+        if not tops or any(t is None or not t.has_min_max for t in tops):
+            return None
+        return max(int(t.max) for t in tops)
+
     def _parquet_batches(self, plan: HistoryPlan, lo: int, hi: int | None, batch_rows: int,
                          tmp_dir: str | os.PathLike | None, use_parquet: bool,
                          columns: list[str] | None = None,
@@ -319,6 +345,14 @@ class HistoryReader:
             i = 0
             while i < len(urls):
                 path = os.path.join(tmp, f"history_{i}.parquet")
+                if lo > 0:
+                    # An incremental read: a file that holds no step at or above `lo` is not
+                    # downloaded (the warehouse has all of it already).
+                    top = self._remote_max_step(urls[i])
+                    if top is not None and top < lo:
+                        yield None, top
+                        i += 1
+                        continue
                 try:
                     self._download(urls[i], path)
                 except WandbAuthError:

@@ -248,6 +248,17 @@ class Transport:
         url = self.absolute_url(url)
         return self._send("GET", url, what="GET", handle=_read_body, stream=True)
 
+    def get_tail(self, url: str, size: int) -> bytes | None:
+        """The last `size` bytes of `url` by an HTTP suffix range, or None when the server does
+        not serve ranges (the body is then not read)."""
+        url = self.absolute_url(url)
+
+        def handle(resp: requests.Response) -> bytes | None:
+            return _read_body(resp) if resp.status_code == 206 else None
+
+        return self._send("GET", url, what="GET range", handle=handle, stream=True,
+                          headers={"Range": f"bytes=-{int(size)}"})
+
     def put(self, url: str, data: bytes, headers: Mapping[str, str] | None = None) -> None:
         url = self.absolute_url(url)
         self._send("PUT", url, what="upload", handle=lambda r: None, data=data,
