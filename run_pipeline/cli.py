@@ -300,6 +300,27 @@ def _cmd_prune(args: argparse.Namespace) -> int:
     for key in removed:
         print(f"removed {key.entity}/{key.project}/{key.run_id}")
     print(f"removed {len(removed)} runs deleted on the server before {before.isoformat()}", file=sys.stderr)
+    if args.dagster_partitions and removed:
+        return _remove_partitions(removed)
+    return EXIT_OK
+
+
+def _remove_partitions(removed) -> int:
+    """Delete the removed runs' partitions from the Dagster instance in $DAGSTER_HOME."""
+    if not os.environ.get("DAGSTER_HOME"):
+        return _fail(EXIT_USAGE, "--dagster-partitions needs DAGSTER_HOME (the Dagster instance to change)")
+    import dagster as dg
+
+    from run_pipeline.export import RunRef
+    from run_pipeline.settings import RUNS_PARTITIONS
+
+    with dg.DagsterInstance.get() as instance:
+        existing = set(instance.get_dynamic_partitions(RUNS_PARTITIONS))
+        keys = [RunRef(k.entity, k.project, k.run_id).partition_key for k in removed]
+        for key in keys:
+            if key in existing:
+                instance.delete_dynamic_partition(RUNS_PARTITIONS, key)
+    print(f"removed {sum(k in existing for k in keys)} Dagster partitions", file=sys.stderr)
     return EXIT_OK
 
 
@@ -361,6 +382,8 @@ def build_parser() -> argparse.ArgumentParser:
                    help="remove runs marked deleted before this time (UTC unless a zone is given)")
     p.add_argument("--warehouse", default=None, help="warehouse directory or s3:// URI (default $RUN_PIPELINE_WAREHOUSE or ./warehouse)")
     p.add_argument("--dry-run", action="store_true", help="list what would be removed, remove nothing")
+    p.add_argument("--dagster-partitions", action="store_true",
+                   help="also delete their partitions from the Dagster instance in $DAGSTER_HOME")
     p.set_defaults(func=_cmd_prune)
 
     p = sub.add_parser("emulator", help="serve a local W&B-compatible API over a dataset directory",
