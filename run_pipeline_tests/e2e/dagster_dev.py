@@ -43,17 +43,6 @@ query($selector: SensorSelector!) { sensorOrError(sensorSelector: $selector) {
                                                           error { message } } } }
 } }"""
 
-ADD_PARTITION = """
-mutation($repo: RepositorySelector!, $name: String!, $key: String!) {
-  addDynamicPartition(repositorySelector: $repo, partitionsDefName: $name, partitionKey: $key) {
-    __typename
-    ... on AddDynamicPartitionSuccess { partitionKey }
-    ... on PythonError { message }
-    ... on UnauthorizedError { message }
-    ... on DuplicateDynamicPartitionError { partitionName }
-  }
-}"""
-
 BACKFILL = """
 query($id: String!) { partitionBackfillOrError(backfillId: $id) {
   __typename
@@ -126,12 +115,13 @@ class DagsterDev:
         assert sensor["__typename"] == "Sensor", sensor
         return sensor["sensorState"]["ticks"]
 
-    def add_dynamic_partitions(self, partitions_def: str, keys: list[str]) -> None:
-        repo = self.repository_selector()
-        for key in keys:
-            result = self.graphql(ADD_PARTITION, {"repo": repo, "name": partitions_def, "key": key})
-            kind = result["addDynamicPartition"]["__typename"]
-            assert kind in ("AddDynamicPartitionSuccess", "DuplicateDynamicPartitionError"), result
+    def partition_keys(self, asset_key: str) -> list[str]:
+        """The asset's partition keys as the UI lists them."""
+        data = self.graphql("query Keys($path: [String!]!) { assetNodeOrError(assetKey: {path: $path}) "
+                            "{ __typename ... on AssetNode { partitionKeys } } }", {"path": [asset_key]})
+        node = data["assetNodeOrError"]
+        assert node["__typename"] == "AssetNode", node
+        return list(node["partitionKeys"] or [])
 
     def backfill(self, backfill_id: str) -> dict[str, Any]:
         result = self.graphql(BACKFILL, {"id": backfill_id})["partitionBackfillOrError"]

@@ -84,8 +84,9 @@ def test_backfill_from_the_dagster_ui(small_dataset, tmp_path):
                                                entity=ENTITY, projects=PROJECT,
                                                warehouse=tmp_path / "wh")) as dev, \
             sync_playwright() as pw:
-        # What the sensor would have done: one partition per run.
-        dev.add_dynamic_partitions("wandb_runs", keys)
+        # A newcomer does nothing: the discovery sensor (running by default) registers every run.
+        dev.wait_until("the discovery sensor to register every run as a partition",
+                       lambda: set(keys) <= set(dev.partition_keys("wandb_run_history")), timeout=120)
 
         browser = pw.chromium.launch(executable_path=str(CHROMIUM), args=CHROMIUM_ARGS)
         try:
