@@ -33,6 +33,7 @@ class EmulatorHandle:
         self.server.clear_faults()
         self.server.set_rate_limit(None)
         self.server.set_parquet_mode("auto")
+        self.server.set_profiles([])
         self.store.reload()
 
     def __getattr__(self, name):

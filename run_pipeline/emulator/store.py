@@ -23,6 +23,7 @@ import pyarrow.parquet as pq
 
 from . import filters as flt
 from .artifacts import ArtifactStore
+from .profiles import ProfileState
 from .dataset import (
     FILES_DIR,
     HISTORY_LOG,
@@ -30,6 +31,7 @@ from .dataset import (
     SYSTEM_LOG,
     DatasetError,
     RowLog,
+    is_hidden,
     iter_project_dirs,
     iter_run_dirs,
     read_run_meta,
@@ -38,6 +40,9 @@ from .dataset import (
 
 TERMINAL_STATES = frozenset({"finished", "crashed", "failed", "killed", "preempted"})
 PARQUET_MODES = ("auto", "live", "parquet")
+# Deleted runs wait here, restorable, as on W&B: <root>/<entity>/<project>/.deleted/<run_id>/.
+TRASH_DIR = ".deleted"
+DELETION_RECORD = "deleted.json"
 
 
 def utcnow() -> datetime:
@@ -171,6 +176,7 @@ class Store:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.set_parquet_mode(parquet_mode)
         self._default_entity = default_entity
+        self.profiles = ProfileState()
         self.reload()
 
     # -- loading -------------------------------------------------------------------------
@@ -180,10 +186,13 @@ class Store:
             self.projects: dict[tuple[str, str], ProjectRecord] = {}
             self.runs: dict[tuple[str, str, str], RunRecord] = {}
             self.by_storage_id: dict[str, RunRecord] = {}
+            self.profiles.forget_all()
             for ent, proj, pdir in iter_project_dirs(self.root):
                 self.projects[(ent, proj)] = ProjectRecord(ent, proj, pdir)
             for ent, proj, run_id, rdir in iter_run_dirs(self.root):
-                self._add_run(RunRecord(ent, proj, run_id, rdir, read_run_meta(rdir)))
+                run = RunRecord(ent, proj, run_id, rdir, read_run_meta(rdir))
+                self._add_run(run)
+                self.profiles.observe(run, loaded=True)
             self.artifacts = ArtifactStore(self)
 
     def _add_run(self, run: RunRecord) -> None:
@@ -238,7 +247,8 @@ class Store:
         """
         path, desc = flt.parse_order(order)
         flt.validate(filters)  # also when no run is there to evaluate it against
-        runs = [r for r in self.project_runs(entity, project) if flt.matches(r, filters)]
+        view = self.profiles.filter_view(filters)  # as of now, or as a lagging index saw it
+        runs = [r for r in self.project_runs(entity, project) if (v := view(r)) is not None and flt.matches(v, filters)]
         keyed = [((flt.sort_key(r, path), r.storage_id), r) for r in runs]
         import functools
 
@@ -269,6 +279,7 @@ class Store:
             run = RunRecord(entity, project, run_id, rdir, meta)
             run.save()
             self._add_run(run)
+            self.profiles.observe(run, created=True)
             return run
 
     def update_run(self, run: RunRecord, **changes: Any) -> RunRecord:
@@ -276,20 +287,59 @@ class Store:
         with self.lock:
             if "state" in changes and changes["state"] not in RUN_STATES:
                 raise ValueError(f"state must be one of {RUN_STATES}, got {changes['state']!r}")
+            previous_state = run.meta.get("state")
             run.meta.update(changes)
             run.meta["updated_at"] = iso(utcnow())
             run.save()
+            self.profiles.observe(run, previous_state=previous_state)
             return run
 
     def delete_run(self, run: RunRecord, delete_artifacts: bool = False) -> None:
+        """Delete softly, as W&B does: the run leaves listings and lookups, and its directory
+        moves whole to `<project>/.deleted/<run_id>/` with the deletion time, for restore_run."""
         with self.lock:
             self.runs.pop((run.entity, run.project, run.run_id), None)
             self.by_storage_id.pop(run.storage_id, None)
             self.artifacts.forget_run(run, delete_artifacts)
-            # Move aside first so a crash mid-delete never leaves a half-deleted run visible.
-            trash = run.dir.with_name(f".deleted-{run.run_id}-{os.getpid()}")
-            os.replace(run.dir, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            self.profiles.forget(run)
+            trash = run.dir.parent / TRASH_DIR / run.run_id
+            if trash.exists():  # an earlier run of the same id, deleted before: the newer one wins
+                older = trash.with_name(f".replaced-{run.run_id}-{os.getpid()}")
+                os.replace(trash, older)
+                shutil.rmtree(older, ignore_errors=True)
+            trash.parent.mkdir(exist_ok=True)
+            os.replace(run.dir, trash)  # one rename: the run is either live or in the trash
+            write_json_atomic(trash / DELETION_RECORD, {"deleted_at": iso(utcnow())})
+
+    def deleted_runs(self, entity: str, project: str) -> dict[str, datetime | None]:
+        """Run id -> deletion time of the project's runs in the trash."""
+        trash = self.root / entity / project / TRASH_DIR
+        out: dict[str, datetime | None] = {}
+        for rdir in sorted(trash.iterdir()) if trash.is_dir() else ():
+            if rdir.is_dir() and not is_hidden(rdir.name):
+                try:
+                    out[rdir.name] = parse_time(json.loads((rdir / DELETION_RECORD).read_text())["deleted_at"])
+                except (OSError, ValueError, KeyError, TypeError):
+                    out[rdir.name] = None
+        return out
+
+    def restore_run(self, entity: str, project: str, run_id: str) -> RunRecord:
+        """Bring a deleted run back: same directory contents, storage id and history."""
+        with self.lock:
+            if (entity, project, run_id) in self.runs:
+                raise ValueError(f"run {entity}/{project}/{run_id} exists; only a deleted run can be restored")
+            pdir = self.root / safe_component(entity, "entity") / safe_component(project, "project")
+            trash = pdir / TRASH_DIR / safe_component(run_id, "run")
+            if not trash.is_dir():
+                raise KeyError(f"no deleted run {entity}/{project}/{run_id}")
+            rdir = pdir / run_id
+            self.ensure_project(entity, project)
+            os.replace(trash, rdir)
+            (rdir / DELETION_RECORD).unlink(missing_ok=True)
+            run = RunRecord(entity, project, run_id, rdir, read_run_meta(rdir))
+            self._add_run(run)
+            self.profiles.observe(run, loaded=True)
+            return run
 
     # -- the Python control API (also behind the HTTP control endpoint) --------------------
     def append_history(self, entity: str, project: str, run_id: str, rows: list[dict]) -> int:
@@ -313,8 +363,11 @@ class Store:
             return len(run.events)
 
     def set_state(self, entity: str, project: str, run_id: str, state: str) -> None:
+        """Change a run's state; its heartbeat moves too (the run reported it), except under
+        the `crash-no-heartbeat` profile (a server watchdog marked it)."""
         with self.lock:
-            self.update_run(self.require_run(entity, project, run_id), state=state, heartbeat_at=iso(utcnow()))
+            beat = {} if "crash-no-heartbeat" in self.profiles else {"heartbeat_at": iso(utcnow())}
+            self.update_run(self.require_run(entity, project, run_id), state=state, **beat)
 
     def touch_heartbeat(self, entity: str, project: str, run_id: str, when: datetime | None = None) -> None:
         with self.lock:
