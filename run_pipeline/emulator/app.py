@@ -22,7 +22,7 @@ from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Route
 
 from .faults import FaultInjector, RateLimiter
-from .profiles import null_data
+from .profiles import null_result
 from .resolvers import Root
 from .schema import FastListExecutionContext, load_schema
 from .store import Store
@@ -186,8 +186,7 @@ class EmulatorApp:
         if errors:
             result = ExecutionResult(None, errors)
         elif not authorized:  # the viewer-null profile: W&B's 200 with nothing in it
-            data = null_data(load_schema(), document, payload.get("operationName") or None, variables)
-            return _json({"data": data}, 200, rl_headers)
+            result = null_result(load_schema(), document, payload.get("operationName") or None, variables)
         else:
             result = execute(load_schema(), document, root_value=ROOT, context_value=context,
                              variable_values=variables, operation_name=payload.get("operationName") or None,

@@ -19,9 +19,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Callable, Iterable
 
-from graphql import DocumentNode
+from graphql import DocumentNode, ExecutionResult, GraphQLError, GraphQLSchema
 from graphql.execution.collect_fields import collect_fields
-from graphql.language import FragmentDefinitionNode
+from graphql.language import FragmentDefinitionNode, OperationType
 from graphql.utilities import get_operation_ast
 
 if TYPE_CHECKING:
@@ -40,8 +40,10 @@ PROFILES: dict[str, str] = {
     "crash-no-heartbeat": "state changes leave heartbeatAt where it was",
 }
 DEFAULT_OPTIONS: dict[str, float] = {"export_delay_seconds": 2.0, "filter_lag_seconds": 2.0}
-# A run's timeline keeps at least this much past (or the filter lag, if longer).
+# A run's timeline keeps at least this much past (or the filter lag, if longer), and at most
+# this many changes (a run logging fast changes its heartbeat on every append).
 TIMELINE_RETENTION_SECONDS = 600.0
+TIMELINE_MAX_ENTRIES = 1000
 TERMINAL_STATES = frozenset({"finished", "crashed", "failed", "killed", "preempted"})
 
 
@@ -145,7 +147,8 @@ class ProfileState:
             elif state not in TERMINAL_STATES:
                 track.terminal_since = None
             keep = max(TIMELINE_RETENTION_SECONDS, self.options["filter_lag_seconds"])
-            while len(track.timeline) > 1 and track.timeline[1][0] <= now - keep:
+            while len(track.timeline) > 1 and (track.timeline[1][0] <= now - keep
+                                               or len(track.timeline) > TIMELINE_MAX_ENTRIES):
                 track.timeline.popleft()
 
     def forget(self, run: "RunRecord") -> None:
@@ -269,12 +272,16 @@ def empty_connection(end_cursor: str, total: int) -> dict:
 
 
 # -- viewer-null ------------------------------------------------------------------------------
-def null_data(schema, document: DocumentNode, operation_name: str | None, variables: dict) -> dict:
-    """The `data` W&B answers a bad key with under `viewer-null`: every top-level field null."""
+def null_result(schema: GraphQLSchema, document: DocumentNode, operation_name: str | None,
+                variables: dict) -> ExecutionResult:
+    """What W&B answers a bad key with under `viewer-null`: every top-level field null
+    (`{"viewer": null}` for a viewer query), resolving nothing."""
     operation = get_operation_ast(document, operation_name)
     if operation is None:
-        return {}
-    root = schema.mutation_type if operation.operation.value == "mutation" else schema.query_type
+        which = f"Unknown operation named '{operation_name}'." if operation_name else \
+            "Must provide operation name if query contains multiple operations."
+        return ExecutionResult(None, [GraphQLError(which)])
+    root = schema.mutation_type if operation.operation == OperationType.MUTATION else schema.query_type
     fragments = {d.name.value: d for d in document.definitions if isinstance(d, FragmentDefinitionNode)}
     fields = collect_fields(schema, fragments, variables, root, operation.selection_set)
-    return {key: None for key in fields}
+    return ExecutionResult({key: None for key in fields}, None)

@@ -31,18 +31,17 @@ from .dataset import (
     SYSTEM_LOG,
     DatasetError,
     RowLog,
-    is_hidden,
     iter_project_dirs,
     iter_run_dirs,
+    iter_trash,
+    move_to_trash,
     read_run_meta,
+    take_from_trash,
     write_json_atomic,
 )
 
 TERMINAL_STATES = frozenset({"finished", "crashed", "failed", "killed", "preempted"})
 PARQUET_MODES = ("auto", "live", "parquet")
-# Deleted runs wait here, restorable, as on W&B: <root>/<entity>/<project>/.deleted/<run_id>/.
-TRASH_DIR = ".deleted"
-DELETION_RECORD = "deleted.json"
 
 
 def utcnow() -> datetime:
@@ -302,26 +301,12 @@ class Store:
             self.by_storage_id.pop(run.storage_id, None)
             self.artifacts.forget_run(run, delete_artifacts)
             self.profiles.forget(run)
-            trash = run.dir.parent / TRASH_DIR / run.run_id
-            if trash.exists():  # an earlier run of the same id, deleted before: the newer one wins
-                older = trash.with_name(f".replaced-{run.run_id}-{os.getpid()}")
-                os.replace(trash, older)
-                shutil.rmtree(older, ignore_errors=True)
-            trash.parent.mkdir(exist_ok=True)
-            os.replace(run.dir, trash)  # one rename: the run is either live or in the trash
-            write_json_atomic(trash / DELETION_RECORD, {"deleted_at": iso(utcnow())})
+            move_to_trash(run.dir, iso(utcnow()))
 
     def deleted_runs(self, entity: str, project: str) -> dict[str, datetime | None]:
-        """Run id -> deletion time of the project's runs in the trash."""
-        trash = self.root / entity / project / TRASH_DIR
-        out: dict[str, datetime | None] = {}
-        for rdir in sorted(trash.iterdir()) if trash.is_dir() else ():
-            if rdir.is_dir() and not is_hidden(rdir.name):
-                try:
-                    out[rdir.name] = parse_time(json.loads((rdir / DELETION_RECORD).read_text())["deleted_at"])
-                except (OSError, ValueError, KeyError, TypeError):
-                    out[rdir.name] = None
-        return out
+        """Run id -> deletion time (None if unrecorded) of the project's deleted runs."""
+        rec = self.projects.get((entity, project))
+        return {} if rec is None else {run_id: parse_time(when) for run_id, when in iter_trash(rec.dir)}
 
     def restore_run(self, entity: str, project: str, run_id: str) -> RunRecord:
         """Bring a deleted run back: same directory contents, storage id and history."""
@@ -329,13 +314,11 @@ class Store:
             if (entity, project, run_id) in self.runs:
                 raise ValueError(f"run {entity}/{project}/{run_id} exists; only a deleted run can be restored")
             pdir = self.root / safe_component(entity, "entity") / safe_component(project, "project")
-            trash = pdir / TRASH_DIR / safe_component(run_id, "run")
-            if not trash.is_dir():
-                raise KeyError(f"no deleted run {entity}/{project}/{run_id}")
-            rdir = pdir / run_id
+            try:
+                rdir = take_from_trash(pdir, safe_component(run_id, "run"))
+            except KeyError:
+                raise KeyError(f"no deleted run {entity}/{project}/{run_id}") from None
             self.ensure_project(entity, project)
-            os.replace(trash, rdir)
-            (rdir / DELETION_RECORD).unlink(missing_ok=True)
             run = RunRecord(entity, project, run_id, rdir, read_run_meta(rdir))
             self._add_run(run)
             self.profiles.observe(run, loaded=True)

@@ -264,6 +264,9 @@ def test_viewer_null_answers_a_bad_key_with_nulls(emulator):
     assert r.status_code == 200 and r.json() == {"data": {"p": None, "viewer": None, "serverInfo": None}}
     r = post(emulator, {"query": 'mutation { upsertBucket(input: {name: "n"}) { inserted } }'}, key=bad)
     assert r.json() == {"data": {"upsertBucket": None}} and emulator.store.get_run(ENTITY, "uncategorized", "n") is None
+    r = post(emulator, {"query": "query A { viewer { id } } query B { viewer { id } }"}, key=bad)
+    assert r.status_code == 400 and r.json()["errors"][0]["message"] == \
+        "Must provide operation name if query contains multiple operations."
     assert post(emulator, {"query": "{ viewer { username } }"}).json()["data"]["viewer"]["username"] == ENTITY
     assert control(emulator, "stats", {}).status_code == 200
     assert requests.post(f"{emulator.base_url}/_control/stats", json={}, auth=("api", bad), timeout=10).status_code == 401
