@@ -30,6 +30,7 @@ ARTIFACTS_FILE = ".artifacts.json"
 TRASH_DIR = ".deleted"  # hidden, so never taken for a run
 DELETION_RECORD = "deleted.json"
 RUN_STATES = ("running", "finished", "crashed", "failed", "killed", "preempting", "preempted", "pending")
+TERMINAL_STATES = frozenset({"finished", "crashed", "failed", "killed", "preempted"})
 
 
 class DatasetError(ValueError):

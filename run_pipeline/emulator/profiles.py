@@ -24,6 +24,8 @@ from graphql.execution.collect_fields import collect_fields
 from graphql.language import FragmentDefinitionNode, OperationType
 from graphql.utilities import get_operation_ast
 
+from .dataset import TERMINAL_STATES
+
 if TYPE_CHECKING:
     from .store import RunRecord, Store
 
@@ -44,7 +46,6 @@ DEFAULT_OPTIONS: dict[str, float] = {"export_delay_seconds": 2.0, "filter_lag_se
 # this many changes (a run logging fast changes its heartbeat on every append).
 TIMELINE_RETENTION_SECONDS = 600.0
 TIMELINE_MAX_ENTRIES = 1000
-TERMINAL_STATES = frozenset({"finished", "crashed", "failed", "killed", "preempted"})
 
 
 def check_profiles(names: Iterable[str], options: dict[str, Any] | None = None) -> tuple[frozenset, dict]:

@@ -23,12 +23,12 @@ import pyarrow.parquet as pq
 
 from . import filters as flt
 from .artifacts import ArtifactStore
-from .profiles import ProfileState
 from .dataset import (
     FILES_DIR,
     HISTORY_LOG,
     RUN_STATES,
     SYSTEM_LOG,
+    TERMINAL_STATES,
     DatasetError,
     RowLog,
     iter_project_dirs,
@@ -39,8 +39,8 @@ from .dataset import (
     take_from_trash,
     write_json_atomic,
 )
+from .profiles import ProfileState
 
-TERMINAL_STATES = frozenset({"finished", "crashed", "failed", "killed", "preempted"})
 PARQUET_MODES = ("auto", "live", "parquet")
 
 
