@@ -295,11 +295,14 @@ class Store:
 
     def delete_run(self, run: RunRecord, delete_artifacts: bool = False) -> None:
         """Delete softly, as W&B does: the run leaves listings and lookups, and its directory
-        moves whole to `<project>/.deleted/<run_id>/` with the deletion time, for restore_run."""
+        moves whole to `<project>/.deleted/<run_id>/` with the deletion time, for restore_run.
+        Its artifact links stay (only the run answers for them), so a restore brings them back;
+        `delete_artifacts` deletes the artifacts it logged for good."""
         with self.lock:
             self.runs.pop((run.entity, run.project, run.run_id), None)
             self.by_storage_id.pop(run.storage_id, None)
-            self.artifacts.forget_run(run, delete_artifacts)
+            if delete_artifacts:
+                self.artifacts.forget_run(run, True)
             self.profiles.forget(run)
             move_to_trash(run.dir, iso(utcnow()))
 

@@ -89,3 +89,19 @@ def test_restoring_over_a_live_run_is_refused(emulator):
     assert r.json()["errors"][0]["message"] == \
         f"run demo/image-classification/{run_id} exists; only a deleted run can be restored"
     assert run_id in emulator.store.deleted_runs(ENTITY, PROJECT)
+
+
+def test_a_restored_run_keeps_its_artifacts(emulator, wandb_api):
+    producer, consumer = sorted(r.run_id for r in emulator.store.project_runs(ENTITY, PROJECT))[:2]
+    art = emulator.store.artifacts.create(ENTITY, PROJECT, type_name="dataset", collection="mnist", digest="d" * 32,
+                                          run_id=producer, created_at="2026-11-02T00:00:00Z")
+    emulator.store.artifacts.use(emulator.store.get_run(ENTITY, PROJECT, consumer), art)
+    for run_id in (producer, consumer):
+        control(emulator, "delete-run", {"entity": ENTITY, "project": PROJECT, "run_id": run_id})
+        control(emulator, "restore-run", {"entity": ENTITY, "project": PROJECT, "run_id": run_id})
+    assert [a.name for a in wandb_api.run(f"{ENTITY}/{PROJECT}/{producer}").logged_artifacts()] == ["mnist:v0"]
+    assert [a.name for a in wandb_api.run(f"{ENTITY}/{PROJECT}/{consumer}").used_artifacts()] == ["mnist:v0"]
+    # Deleting with deleteArtifacts removes what the run logged, for good.
+    emulator.store.delete_run(emulator.store.get_run(ENTITY, PROJECT, producer), delete_artifacts=True)
+    emulator.store.restore_run(ENTITY, PROJECT, producer)
+    assert list(wandb_api.run(f"{ENTITY}/{PROJECT}/{producer}").logged_artifacts()) == []
