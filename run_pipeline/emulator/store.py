@@ -386,6 +386,10 @@ class Store:
 
     # -- Parquet history export ----------------------------------------------------------
     def served_from_parquet(self, run: RunRecord) -> bool:
+        """Whether parquetHistory lists an export for the run now (under a snapshot profile the
+        export may hold only some of its rows: see profiles.ProfileState.snapshot)."""
+        if self.profiles.serves_snapshots:
+            return self.profiles.snapshot(self, run) is not None
         if self.parquet_mode == "live" or len(run.history) == 0:
             return False
         if self.parquet_mode == "auto" and run.meta.get("state") not in TERMINAL_STATES:

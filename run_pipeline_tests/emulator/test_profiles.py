@@ -183,10 +183,12 @@ def test_delayed_export_serves_a_finished_run_live_until_the_delay_passed(emulat
     emulator.store.set_state(ENTITY, PROJECT, "late", "finished")
     s = served(emulator, "late")
     assert s["urls"] == [] and s["window"] == s["live_data"] == list(range(8))
+    assert not emulator.store.served_from_parquet(emulator.store.get_run(ENTITY, PROJECT, "late"))
     assert [r["_step"] for r in wandb_api.run(f"{ENTITY}/{PROJECT}/late").scan_history()] == list(range(8))
     emulator.set_profiles(["delayed-export"], export_delay_seconds=0)
     s = served(emulator, "late")
     assert s["parquet"] == list(range(8)) and s["window"] == s["live_data"] == []  # then as parquet-only
+    assert emulator.store.served_from_parquet(emulator.store.get_run(ENTITY, PROJECT, "late"))
     assert [r["_step"] for r in wandb_api.run(f"{ENTITY}/{PROJECT}/late").scan_history()] == list(range(8))
 
 
