@@ -65,10 +65,23 @@ class Progress:
 
 
 def _cmd_emulator(args: argparse.Namespace) -> int:
+    from run_pipeline.emulator.profiles import check_profiles
     from run_pipeline.emulator.server import DEFAULT_API_KEY, EmulatorServer
 
+    options = {}
+    for item in args.profile_option or []:
+        key, _, value = item.partition("=")
+        try:
+            options[key] = float(value)
+        except ValueError:
+            return _fail(EXIT_USAGE, f"--profile-option {item!r}: expected NAME=SECONDS")
+    try:
+        check_profiles(args.profile or [], options)
+    except ValueError as exc:
+        return _fail(EXIT_USAGE, str(exc))
     server = EmulatorServer(args.dataset, api_key=args.api_key or DEFAULT_API_KEY, host=args.host, port=args.port,
-                            parquet_mode=args.parquet_mode, rate_limit=args.rate_limit)
+                            parquet_mode=args.parquet_mode, rate_limit=args.rate_limit,
+                            profiles=args.profile or [], profile_options=options)
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
@@ -397,6 +410,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--parquet-mode", choices=("auto", "live", "parquet"), default="auto",
                    help="serve history from exported Parquet for finished runs (auto), never (live) or always (parquet)")
     p.add_argument("--rate-limit", type=int, default=None, metavar="N", help="answer 429 past N requests per second")
+    p.add_argument("--profile", action="append", default=None, metavar="NAME",
+                   help="behave like the real W&B server in one more way (repeatable): parquet-only, delayed-export, "
+                        "exclusive-maxstep, empty-pages, viewer-null, lagging-filters, crash-no-heartbeat")
+    p.add_argument("--profile-option", action="append", default=None, metavar="NAME=SECONDS",
+                   help="a profile option (repeatable): export_delay_seconds, filter_lag_seconds (default 2 each)")
     p.set_defaults(func=_cmd_emulator)
 
     p = sub.add_parser("sample-data", help="write a deterministic sample dataset in the emulator's format",

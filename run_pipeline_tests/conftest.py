@@ -1,5 +1,9 @@
 """Shared fixtures: one emulator per test session on a loopback port, reset to the pristine
-sample dataset before every test that uses it."""
+sample dataset before every test that uses it.
+
+`pytest --emulator-profile NAME` (repeatable) runs every emulator-backed test against those
+server profiles (README.md, "Server profiles"): each reset restores them instead of the default.
+"""
 
 from __future__ import annotations
 
@@ -14,12 +18,18 @@ from run_pipeline.emulator.server import EmulatorServer
 TEST_API_KEY = "testkey" + "7" * 33  # 40 characters, like a real W&B key
 
 
+def pytest_addoption(parser):
+    parser.addoption("--emulator-profile", action="append", default=[], metavar="NAME",
+                     help="serve every emulator-backed test with this server profile (repeatable)")
+
+
 class EmulatorHandle:
     """What tests see: the running server plus the dataset it serves."""
 
-    def __init__(self, server: EmulatorServer, pristine: Path):
+    def __init__(self, server: EmulatorServer, pristine: Path, profiles: list[str] = ()):
         self.server = server
         self.pristine = pristine
+        self.profiles = list(profiles)  # what reset restores: none unless --emulator-profile
 
     base_url = property(lambda self: self.server.base_url)
     api_key = property(lambda self: self.server.api_key)
@@ -33,6 +43,7 @@ class EmulatorHandle:
         self.server.clear_faults()
         self.server.set_rate_limit(None)
         self.server.set_parquet_mode("auto")
+        self.server.set_profiles(self.profiles)
         self.store.reload()
 
     def __getattr__(self, name):
@@ -40,14 +51,15 @@ class EmulatorHandle:
 
 
 @pytest.fixture(scope="session")
-def _emulator_session(tmp_path_factory):
+def _emulator_session(tmp_path_factory, pytestconfig):
     root = tmp_path_factory.mktemp("emulator")
     pristine = root / "pristine"
     generate(pristine)
     live = root / "dataset"
     shutil.copytree(pristine, live)
-    with EmulatorServer(live, api_key=TEST_API_KEY) as server:
-        yield EmulatorHandle(server, pristine)
+    profiles = pytestconfig.getoption("--emulator-profile")
+    with EmulatorServer(live, api_key=TEST_API_KEY, profiles=profiles) as server:
+        yield EmulatorHandle(server, pristine, profiles)
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """The control endpoint's actions: let runs progress while the server runs (append history,
-change state, touch heartbeat) and turn the operator knobs (faults, rate limit, Parquet mode)."""
+change state, touch heartbeat, delete and restore) and turn the operator knobs (faults, rate
+limit, Parquet mode, server profiles)."""
 
 from __future__ import annotations
 
@@ -10,13 +11,13 @@ from .faults import FaultConfig
 if TYPE_CHECKING:
     from .app import EmulatorApp
 
-ACTIONS = ("append-history", "append-system", "set-state", "touch-heartbeat", "faults", "rate-limit",
-           "parquet-mode", "reload", "stats")
+RUN_ACTIONS = ("append-history", "append-system", "set-state", "touch-heartbeat", "delete-run", "restore-run")
+ACTIONS = RUN_ACTIONS + ("faults", "rate-limit", "parquet-mode", "profile", "reload", "stats")
 
 
 def apply_control(app: "EmulatorApp", action: str, body: dict) -> dict[str, Any]:
     store = app.store
-    if action in ("append-history", "append-system", "set-state", "touch-heartbeat"):
+    if action in RUN_ACTIONS:
         missing = [k for k in ("entity", "project", "run_id") if not isinstance(body.get(k), str)]
         if missing:
             raise ValueError(f"{action} needs string fields {', '.join(missing)}")
@@ -28,6 +29,11 @@ def apply_control(app: "EmulatorApp", action: str, body: dict) -> dict[str, Any]
         if action == "set-state":
             store.set_state(*ref, body.get("state"))
             return {"state": body.get("state")}
+        if action == "delete-run":
+            store.delete_run(store.require_run(*ref), bool(body.get("delete_artifacts")))
+            return {"deleted": True}
+        if action == "restore-run":
+            return {"restored": True, "id": store.restore_run(*ref).storage_id}
         store.touch_heartbeat(*ref)
         return {"ok": True}
     if action == "faults":
@@ -41,6 +47,12 @@ def apply_control(app: "EmulatorApp", action: str, body: dict) -> dict[str, Any]
     if action == "parquet-mode":
         store.set_parquet_mode(body.get("mode"))
         return {"mode": store.parquet_mode}
+    if action == "profile":
+        names, options = body.get("profiles", []), body.get("options") or {}
+        if not isinstance(options, dict):
+            raise ValueError("'options' must be a JSON object")
+        store.profiles.configure(names, **options)
+        return store.profiles.describe()
     if action == "reload":
         store.reload()
         return {"runs": len(store.runs)}

@@ -1,7 +1,8 @@
 """The emulator's on-disk dataset format: run directories, run.json metadata and JSONL logs.
 
 Layout (documented in README.md, "Dataset format"):
-``<root>/<entity>/<project>/<run_id>/{run.json, history.jsonl, system.jsonl, files/...}``.
+``<root>/<entity>/<project>/<run_id>/{run.json, history.jsonl, system.jsonl, files/...}``;
+deleted runs wait in ``<root>/<entity>/<project>/.deleted/<run_id>/`` with a ``deleted.json``.
 """
 
 from __future__ import annotations
@@ -11,6 +12,7 @@ import json
 import math
 import os
 import re
+import shutil
 import tempfile
 import threading
 from array import array
@@ -25,7 +27,10 @@ HISTORY_LOG = "history.jsonl"
 SYSTEM_LOG = "system.jsonl"
 FILES_DIR = "files"
 ARTIFACTS_FILE = ".artifacts.json"
+TRASH_DIR = ".deleted"  # hidden, so never taken for a run
+DELETION_RECORD = "deleted.json"
 RUN_STATES = ("running", "finished", "crashed", "failed", "killed", "preempting", "preempted", "pending")
+TERMINAL_STATES = frozenset({"finished", "crashed", "failed", "killed", "preempted"})
 
 
 class DatasetError(ValueError):
@@ -66,6 +71,43 @@ def write_json_atomic(path: Path, obj: Any) -> None:
         if os.path.exists(tmp):
             os.unlink(tmp)
         raise
+
+
+def move_to_trash(run_dir: Path, deleted_at: str) -> Path:
+    """Move a run directory whole into its project's trash (one rename: the run is either live
+    or deleted, never half of each) and record when. An older deletion of the same id goes."""
+    trash = run_dir.parent / TRASH_DIR / run_dir.name
+    if trash.exists():
+        older = trash.with_name(f".replaced-{run_dir.name}-{os.getpid()}")
+        os.replace(trash, older)
+        shutil.rmtree(older, ignore_errors=True)
+    trash.parent.mkdir(exist_ok=True)
+    os.replace(run_dir, trash)
+    write_json_atomic(trash / DELETION_RECORD, {"deleted_at": deleted_at})
+    return trash
+
+
+def take_from_trash(project_dir: Path, run_id: str) -> Path:
+    """Move a deleted run back to its place; KeyError when the trash does not hold it."""
+    trash = project_dir / TRASH_DIR / run_id
+    if not trash.is_dir():
+        raise KeyError(run_id)
+    run_dir = project_dir / run_id
+    os.replace(trash, run_dir)
+    (run_dir / DELETION_RECORD).unlink(missing_ok=True)
+    return run_dir
+
+
+def iter_trash(project_dir: Path) -> Iterator[tuple[str, str | None]]:
+    """Yield (run_id, deleted_at as written, or None if unreadable) for the project's trash."""
+    trash = project_dir / TRASH_DIR
+    for run_dir in sorted(trash.iterdir()) if trash.is_dir() else ():
+        if run_dir.is_dir() and not is_hidden(run_dir.name):
+            try:
+                when = json.loads((run_dir / DELETION_RECORD).read_text(encoding="utf-8")).get("deleted_at")
+            except (OSError, ValueError, AttributeError):
+                when = None
+            yield run_dir.name, when if isinstance(when, str) else None
 
 
 def read_run_meta(run_dir: Path) -> dict:

@@ -13,6 +13,7 @@ from graphql import GraphQLError, GraphQLResolveInfo
 
 from . import filters as flt
 from .dataset import parse_row
+from .profiles import empty_connection
 from .store import ProjectRecord, RunRecord, Store, iso, parse_time, utcnow
 
 DEFAULT_SAMPLES = 500
@@ -110,11 +111,14 @@ class ProjectNode:
 
     def runs(self, info, filters=None, order=None, first=None, after=None):
         store = _store(info)
+        empty, after = store.profiles.page_request(after)
         try:
             keyed = store.query_runs(self.rec.entity, self.rec.name, _check_filters(filters), order)
             path, desc = flt.parse_order(order)
         except flt.FilterError as exc:
             raise GraphQLError(str(exc)) from exc
+        if empty:
+            return empty_connection(empty, len(keyed))
         start = 0
         if after:
             ck = _uncursor(after)
@@ -230,6 +234,10 @@ class RunNode:
         if minStep is None and maxStep is None:
             idx = downsample(log.window(None, None), DEFAULT_SAMPLES if samples is None else samples)
         else:
+            store = _store(info)
+            floor = store.profiles.live_floor(store, self.rec)  # exported steps are Parquet only
+            if floor is not None:
+                minStep = floor + 1 if minStep is None else max(minStep, floor + 1)
             idx = log.window(minStep, maxStep)
             if samples is not None:
                 idx = idx[: max(samples, 0)]
@@ -245,7 +253,8 @@ class RunNode:
             if not isinstance(spec, dict) or not isinstance(spec.get("keys"), list):
                 raise GraphQLError("each sampledHistory spec must be a JSON object with a 'keys' list")
             keys = list(dict.fromkeys(spec["keys"]))
-            idx = self.rec.history.window(spec.get("minStep"), spec.get("maxStep"), inclusive_max=True)
+            inclusive = "exclusive-maxstep" not in _store(info).profiles
+            idx = self.rec.history.window(spec.get("minStep"), spec.get("maxStep"), inclusive_max=inclusive)
             rows = []
             for line in self.rec.history.read_lines(idx):
                 row = parse_row(line)
@@ -257,15 +266,20 @@ class RunNode:
     def parquetHistory(self, info, liveKeys):
         store = _store(info)
         rec = self.rec
+        if store.profiles.serves_snapshots:
+            snap = store.profiles.snapshot(store, rec)
+            urls = [_urls(info).parquet_url(snap.path.name, rec.run_id)] if snap else []
+            floor = None if snap is None else snap.last_step + 1
+            return {"parquetUrls": urls, "liveData": lambda info: self._live_data(liveKeys, floor)}
         if store.served_from_parquet(rec):
             path = store.parquet_export(rec)
             return {"parquetUrls": [_urls(info).parquet_url(path.name, rec.run_id)], "liveData": []}
         # Built only when the query selects liveData: exporters ask for parquetUrls alone.
         return {"parquetUrls": [], "liveData": lambda info: self._live_data(liveKeys)}
 
-    def _live_data(self, live_keys: list[str]) -> list[dict]:
+    def _live_data(self, live_keys: list[str], min_step: int | None = None) -> list[dict]:
         log = self.rec.history
-        idx = log.window(None, None)
+        idx = log.window(min_step, None)
         if list(live_keys) == ["_step"]:
             return [{"_step": log.steps[i]} for i in idx]
         return [{k: r[k] for k in live_keys if k in r} for r in log.read_rows(idx)]
@@ -387,8 +401,9 @@ class Root:
 
     def models(self, info, entityName=None, after=None, first=None):
         store = _store(info)
+        empty, after = store.profiles.page_request(after)
         projects = [ProjectNode(p) for p in store.list_projects(entityName or store.default_entity)]
-        return _page(projects, after, first)
+        return empty_connection(empty, len(projects)) if empty else _page(projects, after, first)
 
     # -- mutations -----------------------------------------------------------------------
     def upsertBucket(self, info, input):

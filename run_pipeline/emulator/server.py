@@ -15,6 +15,7 @@ import uvicorn
 
 from .app import EmulatorApp
 from .faults import FaultConfig, FaultInjector, RateLimiter
+from .profiles import check_profiles
 from .store import Store
 
 DEFAULT_API_KEY = "emulator" + "0" * 32  # W&B keys are 40 characters
@@ -24,15 +25,18 @@ class EmulatorServer:
     """A W&B-compatible server over a dataset directory.
 
     `dataset_dir=None` serves a fresh copy of the built-in sample dataset in a temporary
-    directory (deleted on stop); otherwise writes persist to `dataset_dir`.
+    directory (deleted on stop); otherwise writes persist to `dataset_dir`. `profiles` names
+    server profiles (see profiles.PROFILES) and `profile_options` their options.
     """
 
     def __init__(self, dataset_dir: str | Path | None = None, *, api_key: str = DEFAULT_API_KEY,
                  host: str = "127.0.0.1", port: int = 0, parquet_mode: str = "auto",
                  faults: FaultConfig | None = None, rate_limit: int | None = None,
-                 default_entity: str | None = None):
+                 default_entity: str | None = None, profiles: list[str] | tuple[str, ...] = (),
+                 profile_options: dict | None = None):
         if not api_key:
             raise ValueError("the emulator needs an API key to check requests against")
+        check_profiles(profiles, profile_options)  # before any work: a bad name fails fast
         self._tmp: Path | None = None
         if dataset_dir is None:
             from .sample import generate
@@ -45,6 +49,7 @@ class EmulatorServer:
         self.host = host
         self._port = port
         self.store = Store(self.dataset_dir, parquet_mode=parquet_mode, default_entity=default_entity)
+        self.store.profiles.configure(profiles, **(profile_options or {}))
         self.app = EmulatorApp(self.store, api_key, faults=FaultInjector(faults), rate_limiter=RateLimiter(rate_limit))
         self._server: uvicorn.Server | None = None
         self._thread: threading.Thread | None = None
@@ -114,6 +119,11 @@ class EmulatorServer:
 
     def set_parquet_mode(self, mode: str) -> None:
         self.store.set_parquet_mode(mode)
+
+    def set_profiles(self, names=(), **options) -> None:
+        """Replace the active server profiles (none = the default server); unset options take
+        their defaults. ValueError names an unknown profile or option."""
+        self.store.profiles.configure(names, **options)
 
 
 logging.getLogger("uvicorn.error").setLevel(logging.WARNING)

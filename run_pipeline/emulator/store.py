@@ -28,15 +28,19 @@ from .dataset import (
     HISTORY_LOG,
     RUN_STATES,
     SYSTEM_LOG,
+    TERMINAL_STATES,
     DatasetError,
     RowLog,
     iter_project_dirs,
     iter_run_dirs,
+    iter_trash,
+    move_to_trash,
     read_run_meta,
+    take_from_trash,
     write_json_atomic,
 )
+from .profiles import ProfileState
 
-TERMINAL_STATES = frozenset({"finished", "crashed", "failed", "killed", "preempted"})
 PARQUET_MODES = ("auto", "live", "parquet")
 
 
@@ -171,6 +175,7 @@ class Store:
         self.cache_dir.mkdir(parents=True, exist_ok=True)
         self.set_parquet_mode(parquet_mode)
         self._default_entity = default_entity
+        self.profiles = ProfileState()
         self.reload()
 
     # -- loading -------------------------------------------------------------------------
@@ -180,10 +185,13 @@ class Store:
             self.projects: dict[tuple[str, str], ProjectRecord] = {}
             self.runs: dict[tuple[str, str, str], RunRecord] = {}
             self.by_storage_id: dict[str, RunRecord] = {}
+            self.profiles.forget_all()
             for ent, proj, pdir in iter_project_dirs(self.root):
                 self.projects[(ent, proj)] = ProjectRecord(ent, proj, pdir)
             for ent, proj, run_id, rdir in iter_run_dirs(self.root):
-                self._add_run(RunRecord(ent, proj, run_id, rdir, read_run_meta(rdir)))
+                run = RunRecord(ent, proj, run_id, rdir, read_run_meta(rdir))
+                self._add_run(run)
+                self.profiles.observe(run, loaded=True)
             self.artifacts = ArtifactStore(self)
 
     def _add_run(self, run: RunRecord) -> None:
@@ -238,7 +246,8 @@ class Store:
         """
         path, desc = flt.parse_order(order)
         flt.validate(filters)  # also when no run is there to evaluate it against
-        runs = [r for r in self.project_runs(entity, project) if flt.matches(r, filters)]
+        view = self.profiles.filter_view(filters)  # as of now, or as a lagging index saw it
+        runs = [r for r in self.project_runs(entity, project) if (v := view(r)) is not None and flt.matches(v, filters)]
         keyed = [((flt.sort_key(r, path), r.storage_id), r) for r in runs]
         import functools
 
@@ -269,6 +278,7 @@ class Store:
             run = RunRecord(entity, project, run_id, rdir, meta)
             run.save()
             self._add_run(run)
+            self.profiles.observe(run, created=True)
             return run
 
     def update_run(self, run: RunRecord, **changes: Any) -> RunRecord:
@@ -276,20 +286,46 @@ class Store:
         with self.lock:
             if "state" in changes and changes["state"] not in RUN_STATES:
                 raise ValueError(f"state must be one of {RUN_STATES}, got {changes['state']!r}")
+            previous_state = run.meta.get("state")
             run.meta.update(changes)
             run.meta["updated_at"] = iso(utcnow())
             run.save()
+            self.profiles.observe(run, previous_state=previous_state)
             return run
 
     def delete_run(self, run: RunRecord, delete_artifacts: bool = False) -> None:
+        """Delete softly, as W&B does: the run leaves listings and lookups, and its directory
+        moves whole to `<project>/.deleted/<run_id>/` with the deletion time, for restore_run.
+        Its artifact links stay (only the run answers for them), so a restore brings them back;
+        `delete_artifacts` deletes the artifacts it logged for good."""
         with self.lock:
             self.runs.pop((run.entity, run.project, run.run_id), None)
             self.by_storage_id.pop(run.storage_id, None)
-            self.artifacts.forget_run(run, delete_artifacts)
-            # Move aside first so a crash mid-delete never leaves a half-deleted run visible.
-            trash = run.dir.with_name(f".deleted-{run.run_id}-{os.getpid()}")
-            os.replace(run.dir, trash)
-            shutil.rmtree(trash, ignore_errors=True)
+            if delete_artifacts:
+                self.artifacts.forget_run(run, True)
+            self.profiles.forget(run)
+            move_to_trash(run.dir, iso(utcnow()))
+
+    def deleted_runs(self, entity: str, project: str) -> dict[str, datetime | None]:
+        """Run id -> deletion time (None if unrecorded) of the project's deleted runs."""
+        rec = self.projects.get((entity, project))
+        return {} if rec is None else {run_id: parse_time(when) for run_id, when in iter_trash(rec.dir)}
+
+    def restore_run(self, entity: str, project: str, run_id: str) -> RunRecord:
+        """Bring a deleted run back: same directory contents, storage id and history."""
+        with self.lock:
+            if (entity, project, run_id) in self.runs:
+                raise ValueError(f"run {entity}/{project}/{run_id} exists; only a deleted run can be restored")
+            pdir = self.root / safe_component(entity, "entity") / safe_component(project, "project")
+            try:
+                rdir = take_from_trash(pdir, safe_component(run_id, "run"))
+            except KeyError:
+                raise KeyError(f"no deleted run {entity}/{project}/{run_id}") from None
+            self.ensure_project(entity, project)
+            run = RunRecord(entity, project, run_id, rdir, read_run_meta(rdir))
+            self._add_run(run)
+            self.profiles.observe(run, loaded=True)
+            return run
 
     # -- the Python control API (also behind the HTTP control endpoint) --------------------
     def append_history(self, entity: str, project: str, run_id: str, rows: list[dict]) -> int:
@@ -313,8 +349,11 @@ class Store:
             return len(run.events)
 
     def set_state(self, entity: str, project: str, run_id: str, state: str) -> None:
+        """Change a run's state; its heartbeat moves too (the run reported it), except under
+        the `crash-no-heartbeat` profile (a server watchdog marked it)."""
         with self.lock:
-            self.update_run(self.require_run(entity, project, run_id), state=state, heartbeat_at=iso(utcnow()))
+            beat = {} if "crash-no-heartbeat" in self.profiles else {"heartbeat_at": iso(utcnow())}
+            self.update_run(self.require_run(entity, project, run_id), state=state, **beat)
 
     def touch_heartbeat(self, entity: str, project: str, run_id: str, when: datetime | None = None) -> None:
         with self.lock:
@@ -347,6 +386,10 @@ class Store:
 
     # -- Parquet history export ----------------------------------------------------------
     def served_from_parquet(self, run: RunRecord) -> bool:
+        """Whether parquetHistory lists an export for the run now (under a snapshot profile the
+        export may hold only some of its rows: see profiles.ProfileState.snapshot)."""
+        if self.profiles.serves_snapshots:
+            return self.profiles.snapshot(self, run) is not None
         if self.parquet_mode == "live" or len(run.history) == 0:
             return False
         if self.parquet_mode == "auto" and run.meta.get("state") not in TERMINAL_STATES:

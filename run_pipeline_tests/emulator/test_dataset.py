@@ -171,7 +171,9 @@ def test_deleted_run_is_gone_after_reload(tmp_path):
     store.create_run("ent", "proj", "keep")
     store.delete_run(store.create_run("ent", "proj", "drop"))
     assert sorted(r.run_id for r in open_store(root).project_runs("ent", "proj")) == ["keep"]
-    assert sorted(p.name for p in (root / "ent" / "proj").iterdir()) == ["keep"]
+    # Deletion is soft: the run waits in the project's trash, which is not a run.
+    assert sorted(p.name for p in (root / "ent" / "proj").iterdir()) == [".deleted", "keep"]
+    assert list(open_store(root).deleted_runs("ent", "proj")) == ["drop"]
 
 
 # -- names never escape the dataset directory ---------------------------------------------------------
