@@ -90,3 +90,14 @@ def late_start(dataset) -> DatasetRun:
         if first["_step"] == 61010:
             return run
     raise AssertionError("sample dataset has no run starting at step 61010")
+
+
+def wait_for_parquet(run, timeout: float = 15.0) -> None:
+    """Until the server lists the run's exported Parquet (a server that exports finished runs
+    after a delay, as W&B does, serves them live until then)."""
+    import time
+
+    deadline = time.monotonic() + timeout
+    while not run._history().has_parquet():
+        assert time.monotonic() < deadline, f"{run.path} was never served as Parquet"
+        time.sleep(0.2)

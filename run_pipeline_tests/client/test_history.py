@@ -10,7 +10,7 @@ import pytest
 
 from run_pipeline.client import batch_to_rows, is_json_field
 
-from .conftest import norm
+from .conftest import norm, wait_for_parquet
 
 
 def batches_rows(batches) -> list[dict]:
@@ -39,6 +39,7 @@ def test_parquet_mode_really_reads_parquet(api, dataset, emulator):
     emulator.set_parquet_mode("parquet")
     d = next(d for d in dataset if "examples" not in (d.dir / "history.jsonl").read_text())
     run = api.run(d.path)
+    wait_for_parquet(run)
     urls = run._history().parquet_history()
     assert len(urls) == 1
     before = api._transport.stats["requests"]

@@ -39,6 +39,10 @@ class FakeTransport:
         shutil.copy(self.parquet, dest)
         return self.parquet.stat().st_size
 
+    def get_tail(self, url, size):
+        self.calls.append(("tail", url))
+        return self.parquet.read_bytes()[-size:]
+
     def graphql(self, query, variables=None):
         variables = variables or {}
         self.calls.append((query, dict(variables)))
@@ -92,6 +96,9 @@ def test_min_step_inside_the_tail_and_inside_parquet(tmp_path):
     fake = FakeTransport(tmp_path, list(range(100)), list(range(60, 150)), [], 0)
     rows = [r for b in make_run(fake).iter_history_batches(min_step=120) for r in batch_to_rows(b)]
     assert [r["_step"] for r in rows] == list(range(120, 150))
+    # The export's footer says it ends at step 99: an incremental read from 120 does not download it.
+    assert ("tail", "http://storage/x.parquet") in fake.calls
+    assert not [c for c in fake.calls if c[0] == "download"]
     rows = [r for b in make_run(fake).iter_history_batches(min_step=50, max_step=110)
             for r in batch_to_rows(b)]
     assert [r["_step"] for r in rows] == list(range(50, 110))

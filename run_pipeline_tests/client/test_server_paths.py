@@ -11,7 +11,7 @@ from run_pipeline.export import Exporter, RunRef
 from run_pipeline.warehouse import Warehouse
 
 from ..reliability.digest import explain_difference, warehouse_digest
-from .conftest import norm
+from .conftest import norm, wait_for_parquet
 
 KEYS_RUN_PROJECT = "llm-finetune"
 
@@ -49,6 +49,8 @@ def test_scan_history_and_history_read_every_row_on_both_paths(api, dataset, emu
     emulator.set_parquet_mode(mode)
     d = max(finished_runs(dataset, emulator), key=lambda d: len(d.history()))
     run = api.run(d.path)
+    if mode == "parquet":
+        wait_for_parquet(run)
     before = api._transport.stats["requests"]
     rows = list(run.scan_history(page_size=50))
     requests = api._transport.stats["requests"] - before

@@ -131,8 +131,13 @@ def test_bad_key_is_an_auth_error_and_not_retried(emulator, caplog):
     api = make_api(emulator, key=bad)
     with pytest.raises(WandbAuthError) as info:
         api.run("demo/llm-finetune/abcdefgh")
-    assert api._transport.stats["requests"] == 1
-    assert "401" in str(info.value)
+    if "viewer-null" in emulator.profiles:
+        # HTTP 200 with a null run, then a null viewer: the key is bad, the run is not missing.
+        assert api._transport.stats["requests"] == 2
+        assert "invalid API key" in str(info.value)
+    else:
+        assert api._transport.stats["requests"] == 1
+        assert "401" in str(info.value)
     assert bad not in full_text(info.value) and bad not in caplog.text
     with pytest.raises(WandbAuthError):
         _ = make_api(emulator, key=bad).default_entity

@@ -5,6 +5,7 @@ server-side heartbeat filter that keeps a quiet tick from listing whole projects
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timedelta, timezone
 
 import dagster as dg
@@ -34,6 +35,12 @@ def run_ids(requests) -> list[str]:
 
 def runs_by_state(emulator, states) -> list[str]:
     return sorted(r.run_id for r in emulator.store.project_runs("demo", PROJECT) if r.meta["state"] in states)
+
+
+def after_index_lag(emulator) -> None:
+    """Wait until a lagging search index (W&B's filtered listings) has seen the latest changes."""
+    if "lagging-filters" in emulator.profiles:
+        time.sleep(emulator.store.profiles.options["filter_lag_seconds"] + 0.5)
 
 
 def iso(moment: datetime) -> str:
@@ -71,6 +78,7 @@ def test_a_finished_run_the_listing_showed_late_is_still_found(emulator, wandb):
     late = emulator.store.create_run("demo", PROJECT, "late0001",
                                      {"state": "finished", "heartbeat_at": iso(moment), "created_at": iso(moment)})
     assert late.heartbeat_at.replace(tzinfo=None) < datetime.fromisoformat(watermark.replace("Z", "")).replace(tzinfo=None)
+    after_index_lag(emulator)
     second = tick(wandb_finished_runs_sensor, instance, wandb, first.cursor)
     assert run_ids(second.run_requests) == ["late0001"]
     # Beyond the look-back it would be lost; the cursor's watermark never moves backwards.
@@ -83,8 +91,9 @@ def test_a_quiet_tick_lists_no_run(emulator, wandb):
     before = emulator.app.requests_served
     second = tick(wandb_finished_runs_sensor, instance, wandb, first.cursor)
     assert isinstance(second, dg.SensorResult) and not second.run_requests
-    # The viewer-free path: one filtered listing page per project, plus the watched runs by name.
-    assert emulator.app.requests_served - before <= 3
+    # One filtered listing page per project, plus the watched runs by name (a server that
+    # interleaves empty pages adds one request per listing).
+    assert emulator.app.requests_served - before <= (6 if "empty-pages" in emulator.profiles else 3)
 
 
 def test_looked_back_subtracts_the_look_back_from_server_time_text():
@@ -104,6 +113,7 @@ def test_discovery_registers_every_run_before_any_export(emulator, wandb):
     second = tick(wandb_runs_discovery_sensor, instance, wandb, first.cursor)
     assert not second.dynamic_partitions_requests
     emulator.store.create_run("demo", PROJECT, "new00001")
+    after_index_lag(emulator)
     third = tick(wandb_runs_discovery_sensor, instance, wandb, second.cursor)
     assert [RunRef.from_partition_key(k).run_id for k in third.dynamic_partitions_requests[0].partition_keys] \
         == ["new00001"]
