@@ -3,6 +3,7 @@ the next three things to try. Narrow lines; no URL of the emulator, which is gon
 
 from __future__ import annotations
 
+import os
 import shlex
 import shutil
 import textwrap
@@ -19,7 +20,9 @@ def print_guide(warehouse, root: str, projects: list[str], tally, seconds: float
     from run_pipeline.warehouse import EXAMPLES
 
     width = min(WIDTH, shutil.get_terminal_size((WIDTH, 24)).columns)
-    wh = shlex.quote(root)
+    # Shown relative to the working directory when under it: shorter, and pastes as it is.
+    inside = "://" not in root and os.path.commonpath([root, os.getcwd()]) == os.getcwd()
+    wh = shlex.quote(os.path.relpath(root) if inside else root)
     wrap = lambda text: textwrap.fill(text, width, subsequent_indent="  ")  # noqa: E731
     out = [wrap(f"Exported the built-in sample dataset ({len(projects)} projects: {', '.join(projects)}) from an "
                 f"embedded W&B emulator in {seconds:.1f}s: {tally.line()}."), "", f"Warehouse {root}"]

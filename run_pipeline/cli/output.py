@@ -50,7 +50,11 @@ def cell(value: Any) -> str:
     return text.replace("\n", " ").replace("\t", " ")
 
 
-def fit_widths(widths: list[int], total: int, gap: int = 2, floor: int = 6) -> list[int]:
+#: Narrowest a cut column gets (a few characters and the ellipsis).
+FLOOR = 6
+
+
+def fit_widths(widths: list[int], total: int, gap: int = 2, floor: int = FLOOR) -> list[int]:
     """Shrink the widest columns until the row fits `total` characters (never below `floor`,
     or a column's own width when that is smaller)."""
     widths = list(widths)
@@ -68,16 +72,25 @@ def clip(text: str, width: int) -> str:
 
 def format_table(columns: Sequence[str], rows: Sequence[Sequence[Any]], *, limit: int | None = None,
                  width: int | None = None) -> str:
-    """An aligned table of at most `limit` rows, no wider than `width` (default: the terminal)."""
+    """An aligned table of at most `limit` rows, no wider than `width` (default: the terminal):
+    wide cells are cut with an ellipsis, and columns that still do not fit are left out and
+    counted at the end."""
     shown = [[cell(v) for v in row] for row in rows[:limit]]
     natural = [max([len(c)] + [len(r[i]) for r in shown]) for i, c in enumerate(columns)]
     total = width if width is not None else shutil.get_terminal_size((100, 24)).columns
-    widths = fit_widths(natural, total)
+    keep = len(columns)
+    while keep > 1 and sum(min(w, FLOOR) for w in natural[:keep]) + 2 * (keep - 1) > total:
+        keep -= 1
+    widths = fit_widths(natural[:keep], total)
     line = lambda values: "  ".join(clip(v, w).ljust(w) for v, w in zip(values, widths)).rstrip()  # noqa: E731
     out = [line(list(columns)), "  ".join("-" * w for w in widths)]
     out += [line(r) for r in shown]
-    more = f", first {len(shown)} shown" if len(shown) < len(rows) else ""
-    out.append(f"({len(rows)} row{'s' if len(rows) != 1 else ''}{more})")
+    notes = [f"{len(rows)} row{'s' if len(rows) != 1 else ''}"]
+    if len(shown) < len(rows):
+        notes.append(f"first {len(shown)} shown")
+    if keep < len(columns):
+        notes.append(f"{len(columns) - keep} more columns not shown")
+    out.append(f"({', '.join(notes)})")
     return "\n".join(out) + "\n"
 
 

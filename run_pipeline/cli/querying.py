@@ -19,7 +19,7 @@ def list_examples() -> str:
 
     lines = ["examples (run-pipeline query --example NAME [--param key=value ...]):"]
     for name, example in EXAMPLES.items():
-        params = " ".join(f"{k}={v}" for k, v in example.params.items())
+        params = " ".join(f"{k}={str(v).lower() if isinstance(v, bool) else v}" for k, v in example.params.items())
         lines += [f"  {name}", f"      {example.describe()}", f"      parameters: {params}"]
     return "\n".join(lines) + "\n"
 
@@ -75,6 +75,16 @@ def _typed(text: str, default):
     return text
 
 
+def _check_output(path: str) -> None:
+    if os.path.isdir(path):
+        raise CliError(EXIT_USAGE, f"--output {path} is a directory, not a file")
+    folder = os.path.dirname(os.path.abspath(path))
+    if not os.path.isdir(folder):
+        raise CliError(EXIT_USAGE, f"--output {path}: No such file or directory")
+    if not os.access(folder, os.W_OK):
+        raise CliError(EXIT_USAGE, f"--output {path}: {folder} is not writable")
+
+
 def param(text: str) -> tuple[str, str]:
     key, sep, value = text.partition("=")
     if not sep or not key:
@@ -93,8 +103,8 @@ def cmd_query(args: argparse.Namespace) -> int:
     sql, params, title = _sql_and_params(args)
     if args.format == "parquet" and not args.output:
         raise CliError(EXIT_USAGE, "--format parquet writes a file: add --output FILE")
-    if args.output and os.path.isdir(args.output):
-        raise CliError(EXIT_USAGE, f"--output {args.output} is a directory, not a file")
+    if args.output:
+        _check_output(args.output)
     root, source = config.warehouse_root(args.warehouse)
     local = "://" not in root
     if local and not os.path.isfile(os.path.join(root, "warehouse.duckdb")):
@@ -109,14 +119,22 @@ def cmd_query(args: argparse.Namespace) -> int:
                                        f"{str(exc).splitlines()[0]}") from None
     with con:
         try:
-            cursor = con.execute(sql, params or None)
             if args.format == "parquet":
                 import pyarrow.parquet as pq
 
-                table = cursor.fetch_arrow_table()
-                pq.write_table(table, args.output)
-                print(f"wrote {table.num_rows:,} rows to {args.output}", file=sys.stderr)
+                # Streamed from a relation: a result larger than memory still lands.
+                relation = con.sql(sql, params=params or None)
+                if relation is None:
+                    raise CliError(EXIT_USAGE, "--format parquet needs SQL that returns rows")
+                reader = relation.to_arrow_reader() if hasattr(relation, "to_arrow_reader") else relation.record_batch()
+                written = 0
+                with pq.ParquetWriter(args.output, reader.schema) as writer:
+                    for batch in reader:
+                        writer.write_batch(batch)
+                        written += batch.num_rows
+                print(f"wrote {written:,} rows to {args.output}", file=sys.stderr)
                 return EXIT_OK
+            cursor = con.execute(sql, params or None)
             if cursor.description is None:
                 print("(no result)")
                 return EXIT_OK

@@ -41,10 +41,11 @@ def test_demo_exports_everything_and_reruns_harmlessly(tmp_path):
     assert "$" not in first.stdout and "http://127.0.0.1:" not in first.stdout.replace("http://127.0.0.1:3000", "")
     assert "stopped with this command" in out
     # The next three things to try.
-    assert f"run-pipeline query --warehouse {wh} --example list" in first.stdout
-    assert f"run-pipeline export --entity ENTITY --project PROJECT --warehouse {wh}" in first.stdout
+    # The warehouse is named relative to the working directory, as the user would type it.
+    assert "run-pipeline query --warehouse wh --example list" in first.stdout
+    assert "run-pipeline export --entity ENTITY --project PROJECT --warehouse wh" in first.stdout
     assert "dagster dev -w workspace.yaml" in first.stdout
-    assert max(len(line) for line in first.stdout.splitlines()) <= 100
+    assert max(len(line.replace(str(wh), "wh")) for line in first.stdout.splitlines()) <= 100
     second = run_cli(["demo", "--warehouse", str(wh), "--quiet"], cwd=tmp_path)
     assert second.returncode == 0, second.stderr
     assert "0 new runs, 0 updated, 36 already up to date (0 new history rows)" in words(second.stdout)
@@ -86,7 +87,8 @@ def test_export_filters_progress_and_query(emulator, tmp_path):
     assert table.stdout.splitlines()[0].strip() == "runs" and "(1 row)" in table.stdout
     bad = run_cli(["query", "--warehouse", str(wh), "SELECT nope"])
     assert bad.returncode == 7
-    assert error_line(bad).startswith('run-pipeline: error: query failed: Binder Error: Referenced column "nope" not found')
+    assert error_line(bad) == ('run-pipeline: error: query failed: Binder Error: Referenced column "nope" was not found '
+                              'because the FROM clause is missing')
 
 
 def test_export_state_filter_and_incremental(emulator, tmp_path):
