@@ -19,7 +19,8 @@ def main(argv: list[str] | None = None) -> int:
     load_dotenv_file()
     args = build_parser().parse_args(argv)
     debug = getattr(args, "debug", False)
-    logging.basicConfig(level=logging.DEBUG if debug else logging.ERROR, format="run-pipeline: %(message)s")
+    # Retries and other warnings stay visible; --debug adds the rest.
+    logging.basicConfig(level=logging.DEBUG if debug else logging.WARNING, format="run-pipeline: %(message)s")
     try:
         return args.func(args)
     except CliError as exc:

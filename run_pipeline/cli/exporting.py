@@ -46,8 +46,9 @@ def open_warehouse(root: str, source: str):
     return warehouse
 
 
-def open_api(args: argparse.Namespace):
-    """A client for the W&B server, after one request that proves it is one and takes the key."""
+def open_api(args: argparse.Namespace, doing: str):
+    """A client for the W&B server, after one request that proves it is one and takes the key.
+    `doing` says what the export is for, in the message when the server cannot be reached."""
     from run_pipeline.client import (
         Api,
         RetryPolicy,
@@ -80,14 +81,15 @@ def open_api(args: argparse.Namespace):
         raise CliError(EXIT_UNREACHABLE, f"the server at {shown} does not answer like a W&B server: {exc}") from None
     except WandbTransportError as exc:
         api.close()
-        raise CliError(EXIT_UNREACHABLE, f"W&B server unreachable: {exc} (check {source})") from None
+        raise CliError(EXIT_UNREACHABLE, f"W&B server unreachable while checking it before exporting {doing}: "
+                                         f"{exc} (check {source})") from None
     return api
 
 
 def find_runs(api, entity: str, projects: list[str], args: argparse.Namespace) -> tuple[list, list[str]]:
     """(runs to export, requested run ids that none of the projects has). Every project of
     the entity when `projects` is empty, as the Dagster definitions do."""
-    from run_pipeline.client import WandbNotFoundError
+    from run_pipeline.client import WandbNotFoundError, WandbTransportError
     from run_pipeline.export import discover_runs
 
     shown = display_url(api.base_url)
@@ -96,16 +98,22 @@ def find_runs(api, entity: str, projects: list[str], args: argparse.Namespace) -
             projects = [p.name for p in api.projects(entity)]
         except WandbNotFoundError:
             raise CliError(EXIT_NOT_FOUND, f"entity {entity} not found on {shown} (check --entity or WANDB_ENTITY)") from None
+        except WandbTransportError as exc:
+            raise CliError(EXIT_UNREACHABLE, f"W&B server unreachable while listing the projects of {entity}: {exc}") from None
         if not projects:
             raise CliError(EXIT_NOT_FOUND, f"entity {entity} has no projects on {shown}")
     targets = []
     for project in projects:
         try:
             api.project(project, entity)
+            targets.extend(discover_runs(api, entity, project, states=args.state, since=args.since,
+                                         run_ids=args.runs))
         except WandbNotFoundError:
             raise CliError(EXIT_NOT_FOUND, f"project {entity}/{project} not found on {shown} "
                                            "(check --entity and --project)") from None
-        targets.extend(discover_runs(api, entity, project, states=args.state, since=args.since, run_ids=args.runs))
+        except WandbTransportError as exc:
+            raise CliError(EXIT_UNREACHABLE, f"W&B server unreachable while listing the runs of {entity}/{project}: "
+                                             f"{exc}") from None
     unknown: list[str] = []
     if args.runs:
         found = {t.ref.run_id for t in targets}
@@ -191,7 +199,10 @@ def cmd_export(args: argparse.Namespace) -> int:
     root, source = config.warehouse_root(args.warehouse)
     warehouse = open_warehouse(root, source)
     projects = args.project or config.csv_list(config.env("WANDB_PROJECT"))
-    with open_api(args) as api:
+    entity = args.entity or config.env("WANDB_ENTITY")
+    doing = (", ".join(f"{entity or '(default entity)'}/{p}" for p in projects) if projects
+             else f"every project of {entity or 'the default entity'}")
+    with open_api(args, doing) as api:
         entity = api.default_entity
         targets, unknown = find_runs(api, entity, projects, args)
         if not args.quiet:

@@ -144,8 +144,9 @@ def test_a_server_that_never_answers_fails_at_once_naming_the_url(tmp_path):
         assert time.monotonic() - started < 60  # the old behaviour retried for 118 s; the figure is in no claim
         shown = url.replace("user:secret@", "")
         assert r.returncode == 5
-        assert error_line(r) == (f"run-pipeline: error: W&B server unreachable: cannot reach the server at {shown} "
-                                 f"({why}) on GraphQL Viewer POST {shown}/graphql (check WANDB_BASE_URL)")
+        assert error_line(r) == (f"run-pipeline: error: W&B server unreachable while checking it before exporting "
+                                 f"every project of demo: cannot reach the server at {shown} ({why}) on GraphQL "
+                                 f"Viewer POST {shown}/graphql (check WANDB_BASE_URL)")
 
 
 def test_no_project_exports_every_project_of_the_entity_and_lists_take_commas(emulator, tmp_path):
