@@ -19,6 +19,7 @@ from .codes import (
     EXIT_OK,
     EXIT_PARTIAL,
     EXIT_UNREACHABLE,
+    EXIT_USAGE,
     EXIT_WAREHOUSE,
     CliError,
 )
@@ -226,6 +227,9 @@ def cmd_demo(args: argparse.Namespace) -> int:
     from .guide import print_guide
 
     root, source = config.warehouse_root(args.warehouse)
+    if "://" in root:
+        raise CliError(EXIT_USAGE, f"the demo writes a local warehouse, not {root} ({source}): pass a directory "
+                                   "to --warehouse")
     warehouse = open_warehouse(root, source)
     started = time.perf_counter()
     with EmulatorServer() as server, Api(api_key=server.api_key, base_url=server.base_url) as api:

@@ -73,6 +73,13 @@ def test_a_warehouse_that_is_a_file_or_cannot_be_created(emulator, tmp_path):
     assert error_line(r) == f"{E}warehouse {tmp_path / 'afile'} (RUN_PIPELINE_WAREHOUSE) is a file, not a directory"
 
 
+def test_the_demo_writes_a_local_warehouse(tmp_path):
+    r = run_cli(["demo", "--warehouse", "s3://bucket/wh"], cwd=tmp_path)
+    assert r.returncode == 2
+    assert error_line(r) == (f"{E}the demo writes a local warehouse, not s3://bucket/wh (--warehouse): pass a "
+                             "directory to --warehouse")
+
+
 def test_a_server_that_is_not_wandb(tmp_path):
     server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
