@@ -47,17 +47,9 @@ def open_warehouse(root: str, source: str):
     return warehouse
 
 
-def open_api(args: argparse.Namespace, doing: str):
-    """A client for the W&B server, after one request that proves it is one and takes the key.
-    `doing` says what the export is for, in the message when the server cannot be reached."""
-    from run_pipeline.client import (
-        Api,
-        RetryPolicy,
-        WandbAuthError,
-        WandbNotFoundError,
-        WandbQueryError,
-        WandbTransportError,
-    )
+def make_api(args: argparse.Namespace):
+    """(client, where its URL came from): the URL checked and a key found, no request sent."""
+    from run_pipeline.client import Api, RetryPolicy, WandbAuthError
 
     url, source = config.base_url(args.base_url)
     url = check_base_url(url, source)
@@ -66,25 +58,29 @@ def open_api(args: argparse.Namespace, doing: str):
         api = Api(base_url=url, timeout=args.timeout, retry=retry, entity=args.entity or config.env("WANDB_ENTITY"))
     except WandbAuthError:
         raise CliError(EXIT_AUTH, NO_KEY) from None
-    shown = display_url(url)
+    return api, source
+
+
+def check_server(api, source: str, doing: str) -> None:
+    """One request that proves the server is W&B and takes the key. `doing` says what the
+    export is for, in the message when the server cannot be reached."""
+    from run_pipeline.client import WandbAuthError, WandbNotFoundError, WandbQueryError, WandbTransportError
+
+    shown = display_url(api.base_url)
     try:
-        api.viewer  # noqa: B018 - the probe: is this W&B, and does it take the key?
+        api.viewer  # noqa: B018 - the probe
     except WandbAuthError:
-        api.close()
         raise CliError(EXIT_AUTH, f"authentication failed: the W&B server at {shown} refused the API key "
                                   "(`export WANDB_API_KEY=...` with a valid key, or run `wandb login`)") from None
     except (WandbQueryError, WandbNotFoundError) as exc:
-        api.close()
         status = getattr(exc, "status", None) or (404 if isinstance(exc, WandbNotFoundError) else None)
         if status and status != 200:
             raise CliError(EXIT_UNREACHABLE, f"the server at {shown} does not look like a W&B server "
                                              f"(HTTP {status})") from None
         raise CliError(EXIT_UNREACHABLE, f"the server at {shown} does not answer like a W&B server: {exc}") from None
     except WandbTransportError as exc:
-        api.close()
         raise CliError(EXIT_UNREACHABLE, f"W&B server unreachable while checking it before exporting {doing}: "
                                          f"{exc} (check {source})") from None
-    return api
 
 
 def find_runs(api, entity: str, projects: list[str], args: argparse.Namespace) -> tuple[list, list[str]]:
@@ -197,17 +193,21 @@ def partial_failure(tally: Tally, unknown: list[str], where: str) -> CliError | 
 
 
 def cmd_export(args: argparse.Namespace) -> int:
-    root, source = config.warehouse_root(args.warehouse)
-    warehouse = open_warehouse(root, source)
     projects = args.project or config.csv_list(config.env("WANDB_PROJECT"))
     entity = args.entity or config.env("WANDB_ENTITY")
     doing = (", ".join(f"{entity or '(default entity)'}/{p}" for p in projects) if projects
              else f"every project of {entity or 'the default entity'}")
-    with open_api(args, doing) as api:
+    api, source = make_api(args)  # the URL and the key, before anything is written
+    with api:
+        root, where = config.warehouse_root(args.warehouse)
+        warehouse = open_warehouse(root, where)  # once, before the first run is fetched
+        check_server(api, source, doing)
         entity = api.default_entity
         targets, unknown = find_runs(api, entity, projects, args)
         if not args.quiet:
             print(f"{len(targets)} runs to export from {display_url(api.base_url)} into {root}", file=sys.stderr)
+            if not targets:
+                print("no run matches: nothing to export", file=sys.stderr)
         tally = export_all(api, warehouse, targets, full=args.full, workers=args.workers, quiet=args.quiet)
     if warehouse.root.is_local:
         warehouse.refresh_catalog()

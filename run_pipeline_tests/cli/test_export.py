@@ -123,6 +123,7 @@ def test_export_exit_codes(emulator, tmp_path):
     assert no_key.returncode == 3
     assert error_line(no_key) == ("run-pipeline: error: no W&B API key: `export WANDB_API_KEY=...` (or put it in "
                                   ".env), or run `wandb login`")
+    assert not (tmp_path / "wh").exists()
     unknown = run_cli(["export", "--entity", "demo", "--project", "nope", "--warehouse", wh], env=_env(emulator))
     assert unknown.returncode == 4
     assert error_line(unknown) == (f"run-pipeline: error: project demo/nope not found on {emulator.base_url} "

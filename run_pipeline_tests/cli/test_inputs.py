@@ -55,6 +55,7 @@ def test_base_url_needs_a_scheme_and_a_host(tmp_path):
     assert r.returncode == 2
     assert error_line(r) == (f"{E}--base-url 'localhost:8765' is not an http:// or https:// URL with a host: "
                              "did you mean http://localhost:8765?")
+    assert not (tmp_path / "wh").exists()  # checked before the warehouse is created
     r = run_cli(["export"], env={"WANDB_BASE_URL": "ftp://host", "WANDB_API_KEY": "a" * 40}, cwd=tmp_path)
     assert r.returncode == 2
     assert error_line(r) == f"{E}WANDB_BASE_URL 'ftp://host' is not an http:// or https:// URL with a host"
