@@ -119,11 +119,11 @@ def test_export_exit_codes(emulator, tmp_path):
         f"run-pipeline: error: authentication failed: the W&B server at {emulator.base_url} refused the API key "
         "(`export WANDB_API_KEY=...` with a valid key, or run `wandb login`)")
     assert "z" * 40 not in bad_key.stderr + bad_key.stdout
-    no_key = run_cli(["export", "--warehouse", wh], env={"WANDB_BASE_URL": emulator.base_url})
+    no_key = run_cli(["export", "--warehouse", str(tmp_path / "nokey")], env={"WANDB_BASE_URL": emulator.base_url})
     assert no_key.returncode == 3
     assert error_line(no_key) == ("run-pipeline: error: no W&B API key: `export WANDB_API_KEY=...` (or put it in "
                                   ".env), or run `wandb login`")
-    assert not (tmp_path / "wh").exists()
+    assert not (tmp_path / "nokey").exists()  # the key is looked for before the warehouse is created
     unknown = run_cli(["export", "--entity", "demo", "--project", "nope", "--warehouse", wh], env=_env(emulator))
     assert unknown.returncode == 4
     assert error_line(unknown) == (f"run-pipeline: error: project demo/nope not found on {emulator.base_url} "
