@@ -81,8 +81,25 @@ def test_the_demo_writes_a_local_warehouse(tmp_path):
                              "directory to --warehouse")
 
 
-def test_a_server_that_is_not_wandb(tmp_path):
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), http.server.SimpleHTTPRequestHandler)
+class NotFoundPages(http.server.BaseHTTPRequestHandler):
+    """A web server with no /graphql: every POST is an HTML 404 page."""
+
+    def do_POST(self):  # noqa: N802 - http.server's hook
+        body = b"<!DOCTYPE html><html><body>Not Found</body></html>"
+        self.send_response(404)
+        self.send_header("Content-Type", "text/html")
+        self.send_header("Content-Length", str(len(body)))
+        self.end_headers()
+        self.wfile.write(body)
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.mark.parametrize("handler,status", [(http.server.SimpleHTTPRequestHandler, 501), (NotFoundPages, 404)],
+                         ids=["501", "404"])
+def test_a_server_that_is_not_wandb(tmp_path, handler, status):
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), handler)
     threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
         url = f"http://127.0.0.1:{server.server_address[1]}"
@@ -91,7 +108,7 @@ def test_a_server_that_is_not_wandb(tmp_path):
     finally:
         server.shutdown()
     assert r.returncode == 5
-    assert error_line(r) == f"{E}the server at {url} does not look like a W&B server (HTTP 501)"
+    assert error_line(r) == f"{E}the server at {url} does not look like a W&B server (HTTP {status})"
 
 
 def test_empty_or_comment_only_sql(tmp_path):
