@@ -38,7 +38,7 @@ def warehouse_root(flag: str | None) -> tuple[str, str]:
         root, source = env("RUN_PIPELINE_WAREHOUSE"), "RUN_PIPELINE_WAREHOUSE"
     else:
         root, source = DEFAULT_WAREHOUSE, "the default ./warehouse"
-    return (root if "://" in root else str(Path(root).absolute())), source
+    return (root if "://" in root else str(Path(root).expanduser().absolute())), source
 
 
 def base_url(flag: str | None) -> tuple[str, str]:

@@ -110,6 +110,18 @@ def test_export_state_filter_and_incremental(emulator, tmp_path):
     assert again.returncode == 0 and "1 new history rows" in again.stderr
 
 
+def test_since_takes_iso_dates_and_times(emulator, tmp_path):
+    env = _env(emulator)
+    args = ["export", "--entity", "demo", "--project", "rl-agents", "--warehouse", str(tmp_path / "wh")]
+    everything = run_cli([*args, "--since", "2000-01-01"], env=env)
+    assert everything.returncode == 0, everything.stderr
+    assert "12 runs to export" in everything.stderr
+    future = run_cli([*args, "--since", "2100-01-01T08:00:00+02:00"], env=env)
+    assert future.returncode == 0, future.stderr
+    assert future.stderr.splitlines()[:2] == [f"0 runs to export from {emulator.base_url} into {tmp_path / 'wh'}",
+                                              "no run matches: nothing to export"]
+
+
 def test_export_exit_codes(emulator, tmp_path):
     wh = str(tmp_path / "wh")
     bad_key = run_cli(["export", "--entity", "demo", "--project", "rl-agents", "--warehouse", wh],
