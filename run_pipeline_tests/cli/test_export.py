@@ -33,7 +33,7 @@ def test_demo_exports_everything_and_reruns_harmlessly(tmp_path):
     assert first.stderr == ""
     out = words(first.stdout)
     assert "36 new runs, 0 updated, 0 already up to date (9,688 new history rows)" in out
-    assert "runs 36 rows (finished 25, running 5, failed 3, crashed 2, killed 1)" in out
+    assert "runs 36 rows" in out and "runs by state: finished 25, running 5, failed 3, crashed 2, killed 1" in out
     # Real answers, titles with their values filled in, no placeholder and no live-looking URL.
     assert "Best run of every project by summary eval/acc (highest wins" in out
     assert "demo rl-agents 168habjq crimson-meadow-26 0.93907" in out
