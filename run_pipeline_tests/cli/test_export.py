@@ -254,6 +254,11 @@ def test_help_shows_the_same_exit_code_table_everywhere(cmd):
         assert f"| `{code}` | {meaning} |" in readme
 
 
+def test_demo_and_export_export_the_same_number_of_runs_at_once():
+    helps = [" ".join(run_cli([cmd, "--help"]).stdout.split()) for cmd in ("demo", "export")]
+    assert all("runs exported at once (default 4)" in h for h in helps)
+
+
 def test_version():
     r = run_cli(["--version"])
     assert r.returncode == 0 and re.fullmatch(r"run-pipeline \d+\.\d+\.\d+\S*\n", r.stdout)
