@@ -5,7 +5,9 @@ Plain Python: no Dagster import."""
 from __future__ import annotations
 
 import shutil
+import signal
 import tempfile
+import threading
 import time
 from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
 from contextlib import contextmanager
@@ -141,13 +143,22 @@ class ExportResult:
                 f"{self.system_rows_total} system rows, {self.seconds:.2f}s")
 
 
+class ExportInterrupted(Exception):
+    """The export was stopped (Ctrl-C) before this run committed: none of it is visible."""
+
+
 class Exporter:
-    """Exports runs from one Api into one Warehouse."""
+    """Exports runs from one Api into one Warehouse.
+
+    Setting `stop` abandons the runs in flight at their next record batch, before anything of
+    them is committed (their staged files are removed), and refuses runs not yet started.
+    """
 
     def __init__(self, api: Api, warehouse: Warehouse, *, page_size: int = 1000):
         self.api = api
         self.warehouse = warehouse
         self.page_size = page_size
+        self.stop = threading.Event()
 
     def export_run(self, target: RunRef | Run, *, full: bool = False) -> ExportResult:
         """Export one run: incremental (only steps after the last exported one are fetched)
@@ -169,11 +180,13 @@ class Exporter:
 
     def _export(self, run: Run, full: bool, start: float) -> ExportResult:
         ref = RunRef(run.entity, run.project, run.id)
+        self._check_stop()
         meta = run_metadata(run)
         written = self.warehouse.export_run(
             meta,
-            history=lambda min_step: run.iter_history_batches(min_step=min_step, page_size=self.page_size),
-            system_metrics=run.iter_system_metrics_batches,
+            history=lambda min_step: self._until_stopped(
+                run.iter_history_batches(min_step=min_step, page_size=self.page_size)),
+            system_metrics=lambda: self._until_stopped(run.iter_system_metrics_batches()),
             incremental=not full,
         )
         return ExportResult(ref, run.state, written, int(meta["history_line_count"] or 0), time.perf_counter() - start)
@@ -187,6 +200,15 @@ class Exporter:
             self.warehouse.mark_deleted(ref.entity, ref.project, ref.run_id)
             return True
         return False
+
+    def _check_stop(self) -> None:
+        if self.stop.is_set():
+            raise ExportInterrupted("interrupted before it was committed")
+
+    def _until_stopped(self, batches: Iterator[Any]) -> Iterator[Any]:
+        for batch in batches:
+            self._check_stop()
+            yield batch
 
 
 #: With fewer runs than this per worker, threads: a process pool's start-up would not pay off.
@@ -262,6 +284,8 @@ def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun] | list[R
         finally:
             for future in futures:
                 future.cancel()
+            if not processes:
+                exporter.stop.set()  # threads still exporting abandon their runs
 
 
 def _ref(target: FoundRun | RunRef) -> RunRef:
@@ -293,7 +317,10 @@ _worker_exporter: Exporter | None = None
 
 def _start_worker(api: Api, warehouse: Warehouse) -> None:
     global _worker_exporter
-    _worker_exporter = Exporter(api, warehouse)
+    exporter = _worker_exporter = Exporter(api, warehouse)
+    # Ctrl-C reaches the whole process group: a worker abandons its run at the next batch
+    # (nothing of it committed) instead of dying at an arbitrary point.
+    signal.signal(signal.SIGINT, lambda *_: exporter.stop.set())
 
 
 def _export_in_worker(ref: RunRef, attrs: dict[str, Any],

@@ -1,6 +1,8 @@
 """Domain constants shared by the CLI and the Dagster definitions."""
 
 TERMINAL_STATES = ("finished", "crashed", "failed", "killed", "preempted")
+#: Every state a W&B run can be in, spelled as the server compares them (lower case).
+RUN_STATES = ("finished", "running", "crashed", "failed", "killed", "preempted", "pending")
 DEFAULT_WAREHOUSE = "warehouse"
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 RUNS_PARTITIONS = "wandb_runs"

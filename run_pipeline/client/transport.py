@@ -10,6 +10,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
@@ -170,6 +171,9 @@ class Transport:
             {"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"}
         )
         self.stats = {"requests": 0, "retries": 0}
+        # Retries are for a server that answered before: until one does, a connection that
+        # cannot be made (refused, unknown host) fails at once instead of using the budget.
+        self._answered = False
 
     def __repr__(self) -> str:
         return f"<Transport {self.base_url}>"
@@ -285,6 +289,7 @@ class Transport:
                 resp = self._session.request(
                     method, url, auth=self._auth, timeout=self._timeout(start), **kwargs
                 )
+                self._answered = True
                 try:
                     status = resp.status_code
                     self._pacer.observe(resp.headers)
@@ -301,6 +306,12 @@ class Transport:
             except (requests.RequestException, _RetryableResponse) as exc:
                 failure: BaseException = self._redact.exception(exc)
                 status = exc.status if isinstance(exc, _RetryableResponse) else None
+                unreachable = None if self._answered else _connect_failure(exc)
+                if unreachable:
+                    raise WandbGaveUpError(
+                        f"cannot reach the server at {display_url(self.base_url)} ({unreachable}) "
+                        f"on {what} {method} {shown}", attempts=attempt, elapsed=self._clock() - start,
+                    ) from failure
             elapsed = self._clock() - start
             delay = retry_delay(attempt - 1, policy, retry_after=retry_after)
             reason = self.redact(_describe(failure))
@@ -384,6 +395,32 @@ def _error_list(resp: requests.Response) -> list:
         return []
     errors = payload.get("errors") if isinstance(payload, dict) else None
     return list(errors) if isinstance(errors, list) else []
+
+
+def _connect_failure(exc: BaseException) -> str | None:
+    """Why a connection could not be made at all (refused, unknown host, connect timeout), in
+    words; None for any other failure (a reset or a cut-off answer came from a live server)."""
+    if not isinstance(exc, requests.ConnectionError):
+        return None
+    seen: set[int] = set()
+    todo: list[BaseException] = [exc]
+    while todo:
+        item = todo.pop()
+        if id(item) in seen:
+            continue
+        seen.add(id(item))
+        if isinstance(item, ConnectionRefusedError):
+            return "connection refused"
+        if isinstance(item, socket.gaierror) or type(item).__name__ == "NameResolutionError":
+            return "the host name does not resolve"
+        todo.extend(a for a in item.args if isinstance(a, BaseException))
+        for attr in ("reason", "__cause__", "__context__"):
+            inner = getattr(item, attr, None)
+            if isinstance(inner, BaseException):
+                todo.append(inner)
+    if isinstance(exc, requests.ConnectTimeout):
+        return "connection timed out"
+    return None
 
 
 def _describe(exc: BaseException) -> str:

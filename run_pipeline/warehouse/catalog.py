@@ -256,9 +256,10 @@ def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSys
     """A DuckDB connection with the warehouse views.
 
     Local root: the catalog file opened read-only (created first if missing). Other roots:
-    an in-memory database with httpfs loaded, an optional S3 secret (`s3_secret` holds the
-    `CREATE SECRET` options, e.g. key_id, secret, region, endpoint, url_style, use_ssl) and the
-    views created from `view_statements`. httpfs must be installable (network) or installed.
+    an in-memory database reading `s3://` through s3fs (see `s3_filesystem`; no DuckDB
+    extension, nothing downloaded), `s3_secret` its credentials and endpoint (key_id, secret,
+    session_token, region, endpoint, use_ssl; none: botocore's usual chain), and the views
+    created from `view_statements`.
     Either way the connection keeps Parquet footers it has read in memory
     (`parquet_metadata_cache`): a query over many runs' files then skips re-parsing them.
     """
@@ -273,24 +274,38 @@ def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSys
         return con
     con = duckdb.connect()
     con.execute("SET parquet_metadata_cache = true")
-    try:
-        con.execute("LOAD httpfs")
-    except duckdb.Error:
-        try:
-            con.execute("INSTALL httpfs")
-            con.execute("LOAD httpfs")
-        except duckdb.Error as exc:
-            con.close()
-            raise WarehouseCatalogError(f"DuckDB's httpfs extension is not available: {exc}") from exc
-    if s3_secret:
-        options = ", ".join(f"{k.upper()} {_option(v)}" for k, v in s3_secret.items())
-        con.execute(f"CREATE OR REPLACE SECRET run_pipeline_s3 (TYPE S3, {options})")
+    # Never fetch an extension at run time (air-gapped sites): s3:// goes through s3fs.
+    con.execute("SET autoinstall_known_extensions = false")
+    con.register_filesystem(s3_filesystem(s3_secret))
     for sql in view_statements(wr):
         con.execute(sql)
     return con
 
 
-def _option(value) -> str:
-    if isinstance(value, bool):
-        return "true" if value else "false"
-    return _literal(str(value))
+def s3_filesystem(options: dict | None = None):
+    """An s3fs filesystem for DuckDB to read `s3://` through (`register_filesystem`).
+
+    `options` are the `s3_secret` keys of `connect` (key_id, secret, session_token, region,
+    endpoint, use_ssl; url_style is implied: s3fs addresses by path when an endpoint is
+    given). Without them botocore's usual chain applies: AWS_* variables (AWS_ENDPOINT_URL
+    included), ~/.aws files, instance roles. Listings are not cached, so files written after
+    the connection opened are seen.
+    """
+    import s3fs
+
+    opts = dict(options or {})
+    kwargs: dict = {"use_listings_cache": False, "skip_instance_cache": True}
+    if opts.get("key_id"):
+        kwargs["key"] = opts["key_id"]
+    if opts.get("secret"):
+        kwargs["secret"] = opts["secret"]
+    if opts.get("session_token"):
+        kwargs["token"] = opts["session_token"]
+    endpoint = opts.get("endpoint")
+    if endpoint:
+        if "://" not in endpoint:
+            endpoint = ("https" if opts.get("use_ssl", True) else "http") + "://" + endpoint
+        kwargs["endpoint_url"] = endpoint
+    if opts.get("region"):
+        kwargs["client_kwargs"] = {"region_name": opts["region"]}
+    return s3fs.S3FileSystem(**kwargs)

@@ -1,10 +1,14 @@
 """Example questions answered in SQL over the warehouse views, for the README and the demo.
 
-Each entry is name → (description, sql). Parameters are DuckDB named parameters (`$metric`),
-passed as a dict: `con.execute(sql, {"metric": "accuracy", "maximize": True}).fetchall()`.
+Each entry is name → `Example` (title, sql, default parameters). Parameters are DuckDB named
+parameters (`$metric`), passed as a dict: `con.execute(ex.sql, {**ex.params, "metric": "accuracy"})`.
+Every example answers on the built-in sample dataset with its default parameters.
 """
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
 
 BEST_RUN_PER_PROJECT = """
 SELECT entity, project, run_id, name, value_double AS value
@@ -44,7 +48,7 @@ GROUP BY m.entity, m.project, m.run_id
 ORDER BY m.entity, m.project, m.run_id
 """
 
-CONFIG_DIFFERS_IN_ONE_KEY = """
+CONFIG_DIFFERENCES = """
 WITH config AS (
     SELECT entity, project, run_id, key, CAST(value AS VARCHAR) AS value FROM run_config
 ),
@@ -63,32 +67,57 @@ differences AS (
     LEFT JOIN config AS cb ON cb.entity = p.entity AND cb.project = p.project AND cb.run_id = p.run_b AND cb.key = k.key
     WHERE ca.value IS DISTINCT FROM cb.value
 )
-SELECT entity, project, run_a, run_b, any_value(key) AS key,
-       any_value(value_a) AS value_a, any_value(value_b) AS value_b
+SELECT entity, project, run_a, run_b, count(*) AS keys_differing,
+       string_agg(key || ' ' || coalesce(value_a, '(unset)') || ' -> ' || coalesce(value_b, '(unset)'), '; '
+                  ORDER BY key) AS differences
 FROM differences
 GROUP BY entity, project, run_a, run_b
-HAVING count(*) = 1
-ORDER BY entity, project, run_a, run_b
+HAVING count(*) <= $max_keys
+ORDER BY keys_differing, entity, project, run_a, run_b
 """
 
-EXAMPLES: dict[str, tuple[str, str]] = {
-    "best_run_per_project": (
-        "Best run of every project by a summary metric ($metric; $maximize true for accuracy-like, "
-        "false for loss-like metrics). NaN summaries are ignored.",
-        BEST_RUN_PER_PROJECT,
+
+@dataclass(frozen=True)
+class Example:
+    """A named question: its SQL, the parameters it takes (with values that give answers on
+    the built-in sample dataset) and a title written with those values."""
+
+    title: str
+    sql: str
+    params: dict[str, Any]
+
+    def describe(self, params: dict[str, Any] | None = None) -> str:
+        """The title with the parameters filled in (no `$placeholder` left)."""
+        values = {**self.params, **(params or {})}
+        return self.title.format(**{k: _show(v) for k, v in values.items()},
+                                 direction="highest" if values.get("maximize", True) else "lowest")
+
+    # `description, sql = EXAMPLES[name]` keeps working.
+    def __iter__(self):
+        return iter((self.describe(), self.sql))
+
+
+def _show(value: Any) -> str:
+    return str(value).lower() if isinstance(value, bool) else str(value)
+
+
+EXAMPLES: dict[str, Example] = {
+    "best_run_per_project": Example(
+        "Best run of every project by summary {metric} ({direction} wins; NaN summaries ignored)",
+        BEST_RUN_PER_PROJECT, {"metric": "eval/acc", "maximize": True},
     ),
-    "metric_curve": (
-        "One metric's curve for one run: (step, value) for $metric of $entity/$project/$run_id.",
-        METRIC_CURVE,
+    "metric_curve": Example(
+        "The curve of {metric} for run {entity}/{project}/{run_id}: (step, value)",
+        METRIC_CURVE, {"entity": "demo", "project": "llm-finetune", "run_id": "98kbembp", "metric": "train/loss"},
     ),
-    "mean_over_last_10_percent": (
-        "Mean of $metric over the last 10% of the steps where it was logged, for every run "
-        "(NaN values make the mean NaN, as they would in the run).",
-        MEAN_OVER_LAST_10_PERCENT,
+    "mean_over_last_10_percent": Example(
+        "Mean of {metric} over the last 10% of the steps where it was logged, for every run "
+        "(a NaN in the window makes the mean NaN)",
+        MEAN_OVER_LAST_10_PERCENT, {"metric": "train/loss"},
     ),
-    "config_differs_in_one_key": (
-        "Pairs of runs in the same project whose configs differ in exactly one key (a key "
-        "missing from one run counts as a difference), with that key and both values.",
-        CONFIG_DIFFERS_IN_ONE_KEY,
+    "config_differences": Example(
+        "Pairs of runs in one project whose configs differ in at most {max_keys} keys, fewest first "
+        "(a key missing from one run counts)",
+        CONFIG_DIFFERENCES, {"max_keys": 3},
     ),
 }

@@ -15,8 +15,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
 from .errors import WarehouseDataError
@@ -213,7 +213,7 @@ def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> 
     numeric = sorted((n for n, t in types.items() if t in NUMERIC), key=lambda n: keys.get(n, n))
     dictionary = pa.array([keys.get(n, n) for n in numeric], pa.string())
     steps = table.column(STEP).combine_chunks()
-    chunk: list[tuple[pa.Array, np.ndarray, pa.Array]] = []
+    chunk: list[tuple[pa.Array, pa.Array, pa.Array]] = []
     chunk_rows = 0  # a running count: summing the chunk per key is quadratic on wide rows
     for i, name in enumerate(numeric):
         values = table.column(name).combine_chunks()
@@ -227,14 +227,14 @@ def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> 
         if chunk and chunk_rows + len(values) > METRICS_ROW_GROUP_ROWS:
             yield _long_table(chunk, dictionary)
             chunk, chunk_rows = [], 0
-        chunk.append((s, np.full(len(values), i, dtype=np.int32), values))
+        chunk.append((s, pa.repeat(pa.scalar(i, pa.int32()), len(values)), values))
         chunk_rows += len(values)
     if chunk:
         yield _long_table(chunk, dictionary)
 
 
-def _long_table(chunk: list[tuple[pa.Array, np.ndarray, pa.Array]], dictionary: pa.Array) -> pa.Table:
-    key = pa.DictionaryArray.from_arrays(pa.array(np.concatenate([c[1] for c in chunk])), dictionary)
+def _long_table(chunk: list[tuple[pa.Array, pa.Array, pa.Array]], dictionary: pa.Array) -> pa.Table:
+    key = pa.DictionaryArray.from_arrays(pa.concat_arrays([c[1] for c in chunk]), dictionary)
     return pa.Table.from_arrays([pa.concat_arrays([c[0] for c in chunk]), key,
                                  pa.concat_arrays([c[2] for c in chunk])], schema=METRICS_SCHEMA)
 
@@ -297,10 +297,10 @@ class PartStream:
         return fixed, cols
 
     def _check_order(self, steps: pa.Array) -> tuple[int, int]:
-        values = steps.to_numpy(zero_copy_only=False)
-        if len(values) > 1 and bool((np.diff(values) < 0).any()):
+        n = len(steps)
+        if n > 1 and pc.any(pc.less(steps.slice(1), steps.slice(0, n - 1))).as_py():
             raise WarehouseDataError("steps go backwards inside a batch")
-        first, last = int(values[0]), int(values[-1])
+        first, last = steps[0].as_py(), steps[n - 1].as_py()
         if self._last_step is not None and first < self._last_step:
             raise WarehouseDataError(f"batch starts at step {first}, before step {self._last_step} already seen")
         self._last_step = last

@@ -177,9 +177,25 @@ def test_connection_refused_gives_up_as_transport_error(emulator):
     api = make_api(emulator, budget=1.0, base_url=f"http://127.0.0.1:{port}")
     with pytest.raises(WandbGaveUpError) as info:
         api.run("demo/p/r")
-    assert "connection error" in str(info.value)
+    # A server that never answered is not retried: the first refusal ends the call.
+    assert f"cannot reach the server at http://127.0.0.1:{port} (connection refused)" in str(info.value)
+    assert info.value.attempts == 1 and api._transport.stats["retries"] == 0
     assert isinstance(info.value.__cause__, requests.ConnectionError)
     assert emulator.api_key not in full_text(info.value)
+
+
+def test_a_server_that_answered_before_keeps_the_retry_budget(tmp_path):
+    from run_pipeline.emulator.sample import generate
+    from run_pipeline.emulator.server import EmulatorServer
+
+    generate(tmp_path / "ds", projects=1, runs=1, steps=5)
+    server = EmulatorServer(tmp_path / "ds").start()
+    api = Api(api_key=server.api_key, base_url=server.base_url, retry=RetryPolicy(budget=2.0, backoff_cap=0.5))
+    assert api.default_entity == "demo"
+    server.stop()
+    with pytest.raises(WandbGaveUpError) as info:
+        api.project("anything", "demo")
+    assert info.value.attempts > 1 and "gave up" in str(info.value)
 
 
 def test_key_absent_from_logs_reprs_and_tracebacks_on_failure(emulator, caplog):

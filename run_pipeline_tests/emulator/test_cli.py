@@ -82,7 +82,9 @@ def test_emulator_serves_the_dataset_and_stops_on_a_signal(tmp_path, sig):
 
 def test_emulator_refuses_a_non_numeric_port():
     r = run_cli("emulator", "--port", "eighty")
-    assert r.returncode == 2 and "invalid int value: 'eighty'" in r.stderr and r.stdout == ""
+    assert r.returncode == 2 and r.stdout == ""
+    assert r.stderr == ("run-pipeline: error: argument --port: 'eighty' is not a whole number "
+                        "(see run-pipeline emulator --help)\n")
 
 
 # -- sample-data ----------------------------------------------------------------------------------

@@ -78,5 +78,5 @@ def test_a_deleted_run_keeps_its_rows_marked_then_prune_removes_it(emulator, tmp
 def test_prune_refuses_a_time_it_cannot_read(tmp_path):
     bad = run_cli(["prune", "--deleted-before", "last week", "--warehouse", str(tmp_path)])
     assert bad.returncode == 2
-    assert bad.stderr.strip() == ("run-pipeline: error: --deleted-before 'last week' is not an ISO 8601 time "
-                                  "(e.g. 2026-11-01 or 2026-11-01T00:00:00)")
+    assert bad.stderr == ("run-pipeline: error: argument --deleted-before: 'last week' is not an ISO 8601 date or "
+                          "time (e.g. 2026-11-01 or 2026-11-01T08:00:00Z) (see run-pipeline prune --help)\n")
