@@ -306,6 +306,16 @@ def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSys
         if not os.path.exists(wr.catalog_path()):
             refresh_catalog(wr)
         con = duckdb.connect(wr.catalog_path(), read_only=True)
+        if not _reads_this_root(con, wr):
+            # The warehouse was moved or copied: its catalog still globs the original's files.
+            con.close()
+            try:
+                refresh_catalog(wr, force=True)
+                con = duckdb.connect(wr.catalog_path(), read_only=True)
+            except (WarehouseCatalogError, OSError):  # a read-only copy: views in memory instead
+                con = duckdb.connect()
+                for sql in view_statements(wr):
+                    con.execute(sql)
         con.execute("SET parquet_metadata_cache = true")
         return con
     con = duckdb.connect()
@@ -325,6 +335,19 @@ def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSys
     for sql in view_statements(wr):
         con.execute(sql)
     return con
+
+
+def _reads_this_root(con: duckdb.DuckDBPyConnection, root: WarehouseRoot) -> bool:
+    """Whether every view of an open catalog that reads Parquet reads it under `root`.
+
+    The views hold absolute globs: DuckDB resolves a relative path against the process's
+    working directory (or `file_search_path`), not against the catalog file, so relative globs
+    would break every reader that opens the file from elsewhere. A moved or copied warehouse
+    is instead noticed here, when it is opened, and its catalog rebuilt."""
+    for name, sql in con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall():
+        if name in TABLES and "read_parquet(" in sql and _literal(root.glob(name)) not in sql:
+            return False
+    return True
 
 
 def _option(value) -> str:

@@ -5,13 +5,14 @@ and a catalog damaged behind the stamp's back."""
 from __future__ import annotations
 
 import os
+import shutil
 import subprocess
 import sys
 import textwrap
 
 import duckdb
 
-from run_pipeline.warehouse import export_run, refresh_catalog
+from run_pipeline.warehouse import Warehouse, export_run, refresh_catalog
 
 from .helpers import batch, make_run, query
 
@@ -66,3 +67,22 @@ def test_a_catalog_missing_its_views_is_rebuilt_even_when_its_stamp_matches(tmp_
     os.utime(database, ns=(before.st_atime_ns, before.st_mtime_ns))  # the stamp still matches
     assert refresh_catalog(tmp_path)["catalog"] == "rebuilt"
     assert query(tmp_path, "SELECT count(*) FROM history", catalog=True) == [(1,)]
+
+
+def test_a_moved_or_copied_warehouse_reads_its_own_files(tmp_path):
+    original, copy, moved = tmp_path / "original", tmp_path / "copy", tmp_path / "moved"
+    export_run(original, make_run(run_id="a"), [batch([0, 1], {"loss": [1.0, 2.0]})])
+    refresh_catalog(original)
+    shutil.copytree(original, copy)
+    # The original changes after the copy: the copy must not show it.
+    export_run(original, make_run(run_id="a"), [batch([0, 1, 2], {"loss": [5.0, 6.0, 7.0]})])
+    with Warehouse(copy).connect() as con:
+        assert con.execute("SELECT run_id, sum(loss) FROM history GROUP BY ALL").fetchall() == [("a", 3.0)]
+        assert con.execute("SELECT count(*) FROM metrics").fetchall() == [(2,)]
+    # Moved: the original's files are gone, and the moved one still answers.
+    os.rename(original, moved)
+    with Warehouse(moved).connect() as con:
+        assert con.execute("SELECT run_id, sum(loss) FROM history GROUP BY ALL").fetchall() == [("a", 18.0)]
+    # Rebuilt on that open: DuckDB itself, opening the file directly, now reads the moved files.
+    assert query(moved, "SELECT count(*) FROM history", catalog=True) == [(3,)]
+
