@@ -19,7 +19,7 @@ import orjson
 import requests
 import requests.adapters
 
-from run_pipeline.client.auth import ApiKeyAuth, Redactor, display_url
+from run_pipeline.client.auth import ApiKeyAuth, Redactor, display_url, strip_userinfo
 from run_pipeline.client.errors import (
     WandbAuthError,
     WandbGaveUpError,
@@ -119,9 +119,18 @@ class _Session(requests.Session):
     than on every request (requests scans all of `os.environ` each time, which cost more than
     parsing a history page on short runs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, key_auth: ApiKeyAuth | None = None) -> None:
         super().__init__()
         self._environment: dict[tuple, dict[str, Any]] = {}
+        self._key_auth = key_auth
+
+    def rebuild_auth(self, prepared_request, response):  # noqa: ANN001 - requests' API
+        """On a redirect requests keeps `Authorization` for the same host whatever the path;
+        the key goes only to URLs under the base URL, so it is dropped elsewhere."""
+        super().rebuild_auth(prepared_request, response)
+        if self._key_auth is not None:
+            prepared_request.headers.pop("Authorization", None)
+            self._key_auth(prepared_request)
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: ANN001 - requests' API
         parts = urlsplit(url)
@@ -150,7 +159,7 @@ class Transport:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.base_url = base_url.rstrip("/")
+        self.base_url = strip_userinfo(base_url).rstrip("/")
         self.graphql_url = self.base_url + "/graphql"
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -159,7 +168,7 @@ class Transport:
         self._sleep = sleep
         self._clock = clock
         self._pacer = RateLimitPacer(clock)
-        self._session = _Session()
+        self._session = _Session(self._auth)
         # Retries are ours (with budget and taxonomy); urllib3 must not retry underneath.
         adapter = requests.adapters.HTTPAdapter(
             pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0
@@ -282,7 +291,7 @@ class Transport:
                     if status in RETRYABLE_STATUSES:
                         retry_after = parse_retry_after(resp.headers.get("Retry-After"))
                         raise _RetryableResponse(
-                            f"HTTP {status}: {_error_text(resp)}", status
+                            f"HTTP {status}: {_error_text(resp, self._redact)}", status
                         )
                     raise self._status_error(resp, what, shown)
                 finally:
@@ -315,7 +324,7 @@ class Transport:
 
     def _status_error(self, resp: requests.Response, what: str, shown: str) -> Exception:
         status = resp.status_code
-        text = self.redact(_error_text(resp))
+        text = _error_text(resp, self._redact)
         method = resp.request.method if resp.request else ""
         message = f"{what} {method} {shown}: HTTP {status}: {text}"
         if status in (401, 403):
@@ -347,23 +356,31 @@ def _operation_name(query: str) -> str:
     return "query"
 
 
-def _error_text(resp: requests.Response, limit: int = 300) -> str:
-    """The server's explanation: GraphQL `errors[*].message` if present, else the body text."""
+#: Bytes of an error body looked at (redacted, then cut to `limit` characters).
+_ERROR_BODY_BYTES = 64 * 1024
+
+
+def _error_text(resp: requests.Response, redactor: Redactor, limit: int = 300) -> str:
+    """The server's explanation: GraphQL `errors[*].message` if present, else the body text;
+    redacted before it is cut, so a key echoed across the cut cannot show in part."""
     try:
         body = resp.content
     except requests.RequestException:
-        return resp.reason or ""
+        return redactor.text(resp.reason or "")
+    text = None
     try:
         payload = parse_json(body)
         errors = payload.get("errors") if isinstance(payload, dict) else None
         if errors:
-            return "; ".join(
+            text = "; ".join(
                 str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors
-            )[:limit]
-    except (ValueError, UnicodeDecodeError, AttributeError):
+            )
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
         pass
-    text = body[:limit].decode("utf-8", "replace").strip()
-    return text or (resp.reason or "")
+    if text is None:
+        text = body[:_ERROR_BODY_BYTES].decode("utf-8", "replace").strip()
+    text = redactor.text(text[:_ERROR_BODY_BYTES])[:limit]
+    return text or redactor.text(resp.reason or "")
 
 
 def _error_list(resp: requests.Response) -> list:
