@@ -19,6 +19,7 @@ import orjson
 import requests
 import requests.adapters
 
+from run_pipeline import deep_json
 from run_pipeline.client.auth import ApiKeyAuth, Redactor, display_url, strip_userinfo
 from run_pipeline.client.errors import (
     WandbAuthError,
@@ -101,6 +102,8 @@ def parse_json(data: bytes | str) -> Any:
     except json.JSONDecodeError:
         # W&B's own SDK retries JSONString payloads with strict=False (control characters).
         return json.loads(data, strict=False)
+    except RecursionError:  # nested deeper than the stdlib follows (a deep config)
+        return deep_json.loads(data)
 
 
 class _RetryableResponse(Exception):
