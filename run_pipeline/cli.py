@@ -21,6 +21,7 @@ EXIT_NOT_FOUND = 4
 EXIT_UNREACHABLE = 5
 EXIT_PARTIAL = 6
 EXIT_QUERY = 7
+EXIT_REFUSED = 8
 
 log = logging.getLogger("run_pipeline")
 
@@ -164,7 +165,14 @@ def _cmd_demo(args: argparse.Namespace) -> int:
 
 
 def _cmd_export(args: argparse.Namespace) -> int:
-    from run_pipeline.client import Api, RetryPolicy, WandbAuthError, WandbNotFoundError, WandbTransportError
+    from run_pipeline.client import (
+        Api,
+        RetryPolicy,
+        WandbAuthError,
+        WandbNotFoundError,
+        WandbQueryError,
+        WandbTransportError,
+    )
     from run_pipeline.export import discover_runs
     from run_pipeline.warehouse import Warehouse, WarehouseError
 
@@ -174,10 +182,12 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return _fail(EXIT_USAGE, "no project: pass --project P (repeatable) or set WANDB_PROJECT")
     root = _warehouse_root(args)
     doing = "looking up the key's default entity"  # named when the server cannot be reached
+    server = "the W&B server"
     try:
         warehouse = Warehouse(root)
         with Api(base_url=args.base_url or None, timeout=args.timeout,
                  retry=RetryPolicy(budget=args.retry_budget) if args.retry_budget is not None else None) as api:
+            server = f"the W&B server at {api.base_url}"
             entity = entity or api.default_entity
             targets = []
             for project in projects:
@@ -201,6 +211,8 @@ def _cmd_export(args: argparse.Namespace) -> int:
         return _fail(EXIT_NOT_FOUND, str(exc))
     except WandbTransportError as exc:
         return _fail(EXIT_UNREACHABLE, f"W&B server unreachable while {doing}: {exc}")
+    except WandbQueryError as exc:  # GraphQL errors or HTTP 400 outside any one run
+        return _fail(EXIT_REFUSED, f"{server} refused {doing}: {exc}")
     except WarehouseError as exc:
         return _fail(EXIT_USAGE, f"warehouse {root}: {exc}")
     written = sum(r.history_rows_written for r in results)
@@ -289,7 +301,8 @@ def build_parser() -> argparse.ArgumentParser:
                                    "Incremental by default: only steps after the last exported one are fetched. "
                                    "Credentials: WANDB_API_KEY, else ~/.netrc (`wandb login`). "
                                    "Exit codes: 3 bad key, 4 unknown entity/project, 5 server unreachable, "
-                                   "6 some runs failed (re-run to resume).")
+                                   "6 some runs failed (re-run to resume), 8 the server refused the "
+                                   "project lookup or the runs listing.")
     p.add_argument("--entity", default=None, help="W&B entity (default $WANDB_ENTITY, else the key's default entity)")
     p.add_argument("--project", action="append", default=None, metavar="P",
                    help="project to export; repeat for several (default $WANDB_PROJECT, comma-separated)")

@@ -5,18 +5,15 @@ project; a loopback proxy in front of it rewrites those runs' fields in its Grap
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
-from contextlib import contextmanager
 
 import duckdb
 import pytest
-import requests
 
 from run_pipeline.warehouse import Warehouse
 
 from .helpers import ENTITY, dataset_run_ids, run_cli
+from .proxy import rewriting_proxy
 
 PROJECT = "rl-agents"  # 12 runs: with --workers 2 the CLI exports them in a process pool
 
@@ -27,12 +24,9 @@ def deep_config(levels: int) -> str:
     return '{"nested": {"value": ' + '{"a": ' * levels + '"bottom"' + "}" * levels + ', "desc": null}}'
 
 
-@contextmanager
-def rewriting_proxy(upstream: str, fields: dict[str, dict[str, str]]):
-    """Forward every request to `upstream`; in GraphQL answers, replace the fields of the runs
-    named in `fields` ({run id: {field: raw JSONString text}})."""
-    session = requests.Session()
-
+def rewrite_runs(fields: dict[str, dict[str, str]]):
+    """A proxy hook replacing the fields of the runs named in `fields` ({run id: {field: raw
+    JSONString text}}) in every GraphQL answer."""
     def rewrite(node):
         if isinstance(node, dict):
             if node.get("name") in fields and "config" in node:
@@ -43,38 +37,14 @@ def rewriting_proxy(upstream: str, fields: dict[str, dict[str, str]]):
             for v in node:
                 rewrite(v)
 
-    class Handler(http.server.BaseHTTPRequestHandler):
-        protocol_version = "HTTP/1.1"
+    def hook(operation: str, status: int, body: bytes) -> tuple[int, bytes]:
+        if status != 200:
+            return status, body
+        payload = json.loads(body)
+        rewrite(payload)
+        return status, json.dumps(payload).encode()
 
-        def _forward(self):
-            body = self.rfile.read(int(self.headers.get("Content-Length") or 0))
-            headers = {k: v for k, v in self.headers.items() if k.lower() not in ("host", "content-length")}
-            r = session.request(self.command, upstream + self.path, data=body or None, headers=headers,
-                                timeout=60)
-            content = r.content
-            if self.path.startswith("/graphql") and r.status_code == 200:
-                payload = json.loads(content)
-                rewrite(payload)
-                content = json.dumps(payload).encode()
-            self.send_response(r.status_code)
-            self.send_header("Content-Type", r.headers.get("Content-Type", "application/json"))
-            self.send_header("Content-Length", str(len(content)))
-            self.end_headers()
-            self.wfile.write(content)
-
-        do_GET = do_POST = _forward
-
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
-        session.close()
+    return hook
 
 
 def _config(value) -> str:
@@ -94,7 +64,7 @@ def test_one_run_with_bad_metadata_fails_alone_and_deep_odd_configs_are_stored(e
                    "summaryMetrics": json.dumps({"s\udfff": 1.5})},
     }
     wh = tmp_path / "wh"
-    with rewriting_proxy(emulator.base_url, fields) as proxy:
+    with rewriting_proxy(emulator.base_url, rewrite_runs(fields)) as proxy:
         done = run_cli(["export", "--entity", ENTITY, "--project", PROJECT, "--warehouse", str(wh),
                         "--workers", "2", "--quiet"],
                        env={"WANDB_BASE_URL": proxy, "WANDB_API_KEY": emulator.api_key})
