@@ -17,10 +17,10 @@ from urllib.parse import urlsplit
 
 import orjson
 import requests
-import requests.adapters
 
 from run_pipeline import deep_json
 from run_pipeline.client.auth import ApiKeyAuth, Redactor, display_url, strip_userinfo
+from run_pipeline.client.deadline import DeadlineAdapter, deadline
 from run_pipeline.client.errors import (
     WandbAuthError,
     WandbGaveUpError,
@@ -173,9 +173,7 @@ class Transport:
         self._pacer = RateLimitPacer(clock)
         self._session = _Session(self._auth)
         # Retries are ours (with budget and taxonomy); urllib3 must not retry underneath.
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0
-        )
+        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update(
@@ -282,26 +280,33 @@ class Transport:
             self.stats["requests"] += 1
             retry_after = None
             status: int | None = None
+            # A wall-clock deadline for the whole attempt, body included: the budget's end.
+            watch = None
             try:
-                resp = self._session.request(
-                    method, url, auth=self._auth, timeout=self._timeout(start), **kwargs
-                )
-                try:
-                    status = resp.status_code
-                    self._pacer.observe(resp.headers)
-                    if 200 <= status < 300:
-                        return handle(resp)
-                    if status in RETRYABLE_STATUSES:
-                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                        raise _RetryableResponse(
-                            f"HTTP {status}: {_error_text(resp, self._redact)}", status
-                        )
-                    raise self._status_error(resp, what, shown)
-                finally:
-                    resp.close()
+                with deadline(time.monotonic() + policy.budget - (self._clock() - start)) as watch:
+                    resp = self._session.request(
+                        method, url, auth=self._auth, timeout=self._timeout(start), **kwargs
+                    )
+                    try:
+                        status = resp.status_code
+                        self._pacer.observe(resp.headers)
+                        if 200 <= status < 300:
+                            return handle(resp)
+                        if status in RETRYABLE_STATUSES:
+                            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                            raise _RetryableResponse(
+                                f"HTTP {status}: {_error_text(resp, self._redact)}", status
+                            )
+                        raise self._status_error(resp, what, shown)
+                    finally:
+                        resp.close()
             except (requests.RequestException, _RetryableResponse) as exc:
                 failure: BaseException = self._redact.exception(exc)
                 status = exc.status if isinstance(exc, _RetryableResponse) else None
+                if watch is not None and watch.expired:
+                    failure = _RetryableResponse(
+                        f"no complete answer within the budget of {policy.budget:.0f}s", status)
+                    failure.__cause__ = self._redact.exception(exc)
             elapsed = self._clock() - start
             delay = retry_delay(attempt - 1, policy, retry_after=retry_after)
             reason = self.redact(_describe(failure))

@@ -1,0 +1,110 @@
+"""A server that trickles its answer (one byte a second, in the headers or in the body) cannot
+hold a request past the retry budget: each request has a wall-clock deadline, not only a
+timeout per socket read. Measured with a real loopback server; the bound is generous (the
+undefended client waited as long as the server kept sending)."""
+
+from __future__ import annotations
+
+import socket
+import threading
+import time
+from contextlib import contextmanager
+
+import pytest
+
+from run_pipeline.client import RetryPolicy, WandbGaveUpError
+from run_pipeline.client.transport import Transport
+
+BODY = b'{"data": {"viewer": {"id": "x"}}}' + b" " * 200
+
+
+@contextmanager
+def trickling_server(where: str):
+    """Answers every request one byte a second: the whole response ("headers"), or the
+    headers at once and then the body ("body"). Stops when the client hangs up."""
+    listener = socket.socket()
+    listener.bind(("127.0.0.1", 0))
+    listener.listen()
+    stop = threading.Event()
+
+    def serve(conn):
+        with conn:
+            conn.recv(65536)
+            head = f"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: {len(BODY)}\r\n\r\n".encode()
+            try:
+                if where == "body":
+                    conn.sendall(head)
+                    slow = BODY
+                else:
+                    slow = head + BODY
+                for i in range(len(slow)):
+                    if stop.wait(1.0):
+                        return
+                    conn.sendall(slow[i:i + 1])
+            except OSError:
+                return
+
+    def accept():
+        while not stop.is_set():
+            try:
+                conn, _ = listener.accept()
+            except OSError:
+                return
+            threading.Thread(target=serve, args=(conn,), daemon=True).start()
+
+    threading.Thread(target=accept, daemon=True).start()
+    try:
+        yield f"http://127.0.0.1:{listener.getsockname()[1]}"
+    finally:
+        stop.set()
+        listener.close()
+
+
+@pytest.mark.parametrize("where", ["headers", "body"])
+def test_a_trickling_server_fails_the_request_within_the_budget(where):
+    budget = 3.0
+    with trickling_server(where) as base:
+        transport = Transport(base, "k" * 40, timeout=2.0, retry=RetryPolicy(budget=budget, backoff_base=0.1))
+        started = time.monotonic()
+        with pytest.raises(WandbGaveUpError) as info:
+            transport.graphql("query Viewer { viewer { id } }")
+        took = time.monotonic() - started
+    assert "no complete answer within the budget of 3s" in str(info.value)
+    assert took < budget + 5, f"held {took:.1f}s with a budget of {budget}s"
+
+
+def test_a_quick_answer_after_a_cut_off_one_reuses_nothing_broken():
+    """After the watchdog shuts a connection, the next request gets a fresh one and works."""
+    import http.server
+
+    calls = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        protocol_version = "HTTP/1.1"
+
+        def do_POST(self):  # noqa: N802 - http.server's API
+            self.rfile.read(int(self.headers["Content-Length"]))
+            calls.append(self.path)
+            body = BODY.strip()
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            if len(calls) == 1:  # the first answer stalls after its headers
+                time.sleep(4)
+            self.wfile.write(body)
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        transport = Transport(base, "k" * 40, timeout=10.0, retry=RetryPolicy(budget=1.5, backoff_base=0.1))
+        with pytest.raises(WandbGaveUpError):
+            transport.graphql("query Viewer { viewer { id } }")
+        transport.retry = RetryPolicy(budget=30)
+        assert transport.graphql("query Viewer { viewer { id } }") == {"viewer": {"id": "x"}}
+    finally:
+        server.shutdown()
+        server.server_close()
