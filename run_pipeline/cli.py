@@ -252,6 +252,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
     from run_pipeline.warehouse import Warehouse, WarehouseError
+    from run_pipeline.warehouse.reading import execute
 
     root = _warehouse_root(args)
     if "://" not in root and not os.path.exists(os.path.join(root, "warehouse.duckdb")):
@@ -259,7 +260,7 @@ def _cmd_query(args: argparse.Namespace) -> int:
                                      "or `run-pipeline demo` first, or pass --warehouse)")
     try:
         with Warehouse(root).connect() as con:
-            cursor = con.execute(args.sql)
+            cursor = execute(con, args.sql)  # again if an export replaced a file under it
             if args.format == "table":
                 sys.stdout.write(_format_table(cursor))
             elif args.format == "csv":
