@@ -29,11 +29,14 @@ class _Attempt:
     """One request attempt under a deadline: the connections it used, and whether the
     watchdog cut it off."""
 
-    __slots__ = ("deadline", "connections", "expired")
+    __slots__ = ("deadline", "connections", "sockets", "expired")
 
     def __init__(self, deadline: float):
         self.deadline = deadline
         self.connections: list[urllib3.connection.HTTPConnection] = []
+        # A response that closes its connection after it (HTTP/1.0, `Connection: close`) is
+        # read from a socket the connection no longer holds: kept here.
+        self.sockets: list[socket.socket] = []
         self.expired = False
 
 
@@ -74,21 +77,24 @@ class _Watchdog:
                 if wait > 0:
                     self._cond.wait(wait)
                     continue
-                _, token, attempt = heapq.heappop(self._heap)
+                at, token, attempt = heapq.heappop(self._heap)
+                if attempt.deadline > at:  # extended meanwhile (see `extend`)
+                    heapq.heappush(self._heap, (attempt.deadline, token, attempt))
+                    continue
                 self._live.discard(token)
                 attempt.expired = True
-                for conn in attempt.connections:
-                    _shut(conn)
+                _shut(attempt)
 
 
-def _shut(conn: urllib3.connection.HTTPConnection) -> None:
-    sock = getattr(conn, "sock", None)
-    if sock is None:
-        return
-    try:
-        sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread; close() may not
-    except OSError:
-        pass
+def _shut(attempt: _Attempt) -> None:
+    socks = [getattr(conn, "sock", None) for conn in attempt.connections] + attempt.sockets
+    for sock in socks:
+        if sock is None:
+            continue
+        try:
+            sock.shutdown(socket.SHUT_RDWR)  # wakes a read blocked in another thread; close() may not
+        except OSError:
+            pass
 
 
 _watchdog = _Watchdog()
@@ -109,25 +115,47 @@ def deadline(at: float) -> Iterator[_Attempt]:
         _current.attempt = previous
 
 
-def _register(conn: urllib3.connection.HTTPConnection) -> None:
+def extend(seconds: float) -> None:
+    """Move this thread's current deadline to at least `seconds` from now (for a transfer that
+    shows it is making progress; the watchdog picks the new time up when the old one comes)."""
     attempt = getattr(_current, "attempt", None)
-    if attempt is not None:
+    if attempt is not None and not attempt.expired:
+        attempt.deadline = max(attempt.deadline, time.monotonic() + seconds)
+
+
+def _register(conn: urllib3.connection.HTTPConnection, sock: socket.socket | None = None) -> None:
+    attempt = getattr(_current, "attempt", None)
+    if attempt is None:
+        return
+    if sock is None:
         attempt.connections.append(conn)
-        if attempt.expired or time.monotonic() >= attempt.deadline:
-            attempt.expired = True
-            _shut(conn)
+    else:
+        attempt.sockets.append(sock)
+    if attempt.expired or time.monotonic() >= attempt.deadline:
+        attempt.expired = True
+        _shut(attempt)
 
 
-class _HTTPConnection(urllib3.connection.HTTPConnection):
+class _Watched:
+    """The hooks: a connection is watched from the request it sends, and the socket its
+    response arrives on from the moment the response starts."""
+
     def request(self, *args, **kwargs):  # noqa: ANN002, ANN003 - urllib3's signature
         _register(self)
         return super().request(*args, **kwargs)
 
+    def getresponse(self, *args, **kwargs):  # noqa: ANN002, ANN003 - urllib3's signature
+        if self.sock is not None:
+            _register(self, self.sock)
+        return super().getresponse(*args, **kwargs)
 
-class _HTTPSConnection(urllib3.connection.HTTPSConnection):
-    def request(self, *args, **kwargs):  # noqa: ANN002, ANN003 - urllib3's signature
-        _register(self)
-        return super().request(*args, **kwargs)
+
+class _HTTPConnection(_Watched, urllib3.connection.HTTPConnection):
+    pass
+
+
+class _HTTPSConnection(_Watched, urllib3.connection.HTTPSConnection):
+    pass
 
 
 class _HTTPConnectionPool(urllib3.connectionpool.HTTPConnectionPool):

@@ -21,6 +21,7 @@ import requests
 from run_pipeline import deep_json
 from run_pipeline.client.auth import ApiKeyAuth, Redactor, display_url, strip_userinfo
 from run_pipeline.client.deadline import DeadlineAdapter, deadline
+from run_pipeline.client.deadline import extend as extend_deadline
 from run_pipeline.client.errors import (
     WandbAuthError,
     WandbGaveUpError,
@@ -43,6 +44,9 @@ USER_AGENT = "run_pipeline W&B Public Client"
 #: Response bodies are read this many bytes at a time. requests' own `.content` reads 10 KiB
 #: at a time, and a history page of a few MiB then costs about twice the CPU to receive.
 BODY_READ_SIZE = 1 << 20
+#: A download averaging at least this many bytes a second may run past its retry budget (the
+#: budget is every request's deadline otherwise): a large Parquet file is not a trickle.
+MIN_DOWNLOAD_RATE = 256 * 1024
 
 
 # orjson reads an integer beyond 64 bits as a float, silently rounding it (2**64 + 1 becomes
@@ -239,10 +243,16 @@ class Transport:
 
         def handle(resp: requests.Response) -> int:
             written = 0
+            started = time.monotonic()
+            read_timeout = self.timeout[1] if isinstance(self.timeout, tuple) else self.timeout
             with open(dest, "wb") as fh:
                 for chunk in resp.iter_content(chunk_size=chunk_size):
                     fh.write(chunk)
                     written += len(chunk)
+                    # A large file arriving at a useful rate may outlast the budget; a trickle
+                    # may not (see `deadline.py`).
+                    if written >= MIN_DOWNLOAD_RATE * max(1.0, time.monotonic() - started):
+                        extend_deadline(read_timeout)
             expected = resp.headers.get("Content-Length")
             encoded = resp.headers.get("Content-Encoding")
             cut_short = expected is not None and expected.isdigit() and int(expected) != written

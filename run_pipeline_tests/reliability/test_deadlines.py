@@ -108,3 +108,46 @@ def test_a_quick_answer_after_a_cut_off_one_reuses_nothing_broken():
     finally:
         server.shutdown()
         server.server_close()
+
+
+def _download_server(chunk: bytes, chunks: int, pause: float):
+    """Serves GET /file as `chunks` pieces of `chunk`, `pause` seconds apart."""
+    import http.server
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's API
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(chunk) * chunks))
+            self.end_headers()
+            try:
+                for _ in range(chunks):
+                    self.wfile.write(chunk)
+                    self.wfile.flush()
+                    time.sleep(pause)
+            except OSError:
+                pass
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server
+
+
+def test_a_large_download_arriving_steadily_may_outlast_the_budget_a_trickle_may_not(tmp_path):
+    steady = _download_server(b"x" * (1 << 20), chunks=6, pause=0.5)  # 6 MiB at about 2 MiB/s: 3 s
+    trickle = _download_server(b"x", chunks=600, pause=0.01)  # 100 bytes a second
+    try:
+        policy = RetryPolicy(budget=1.5, max_attempts=1)
+        base = f"http://127.0.0.1:{steady.server_address[1]}"
+        transport = Transport(base, "k" * 40, timeout=5.0, retry=policy)
+        assert transport.download(f"{base}/file", tmp_path / "steady") == 6 << 20
+        base = f"http://127.0.0.1:{trickle.server_address[1]}"
+        transport = Transport(base, "k" * 40, timeout=5.0, retry=policy)
+        with pytest.raises(WandbGaveUpError, match="no complete answer within the budget"):
+            transport.download(f"{base}/file", tmp_path / "trickle")
+    finally:
+        for server in (steady, trickle):
+            server.shutdown()
+            server.server_close()
