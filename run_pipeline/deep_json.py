@@ -26,8 +26,8 @@ def loads(text: str | bytes) -> Any:
     """Parse JSON text of any depth (raises `json.JSONDecodeError` on malformed text)."""
     if isinstance(text, (bytes, bytearray)):
         text = bytes(text).decode("utf-8")
-    end, n = 0, len(text)
-    # Each frame: [container, key awaiting its value (objects), expecting-first-item flag].
+    n = len(text)
+    # Each frame: [container, the key awaiting its value (objects only)].
     stack: list[list[Any]] = []
     result: Any = None
     have_result = False
@@ -40,6 +40,16 @@ def loads(text: str | bytes) -> Any:
     def fail(msg: str, i: int):
         raise json.JSONDecodeError(msg, text, i)
 
+    def read_key(i: int) -> tuple[str, int]:
+        """An object key and its colon at i; returns the key and where its value starts."""
+        if i >= n or text[i] != '"':
+            fail("Expecting property name enclosed in double quotes", i)
+        key, i = _scanstring(text, i + 1)
+        i = skip(i)
+        if i >= n or text[i] != ":":
+            fail("Expecting ':' delimiter", i)
+        return key, skip(i + 1)
+
     i = skip(0)
     while True:
         # Parse one value at i (or open a container).
@@ -49,21 +59,14 @@ def loads(text: str | bytes) -> Any:
         value: Any
         if ch == "{" or ch == "[":
             container: Any = {} if ch == "{" else []
-            stack.append([container, None, True])
+            stack.append([container, None])
             i = skip(i + 1)
             closer = "}" if ch == "{" else "]"
             if i < n and text[i] == closer:
                 stack.pop()
                 value, i = container, i + 1
             elif ch == "{":
-                if i >= n or text[i] != '"':
-                    fail("Expecting property name enclosed in double quotes", i)
-                key, i = _scanstring(text, i + 1)
-                i = skip(i)
-                if i >= n or text[i] != ":":
-                    fail("Expecting ':' delimiter", i)
-                stack[-1][1] = key
-                i = skip(i + 1)
+                stack[-1][1], i = read_key(i)
                 continue
             else:
                 continue
@@ -98,14 +101,7 @@ def loads(text: str | bytes) -> Any:
             if i < n and text[i] == ",":
                 i = skip(i + 1)
                 if isinstance(container, dict):
-                    if i >= n or text[i] != '"':
-                        fail("Expecting property name enclosed in double quotes", i)
-                    key, i = _scanstring(text, i + 1)
-                    i = skip(i)
-                    if i >= n or text[i] != ":":
-                        fail("Expecting ':' delimiter", i)
-                    frame[1] = key
-                    i = skip(i + 1)
+                    frame[1], i = read_key(i)
                 break
             if i < n and text[i] == closer:
                 stack.pop()

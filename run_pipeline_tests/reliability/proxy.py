@@ -4,13 +4,13 @@ not JSON)."""
 
 from __future__ import annotations
 
-import http.server
 import json
-import threading
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 import requests
+
+from ..loopback import QuietHandler, serve
 
 #: hook(operation name, status, body) -> (status, body): what the client receives instead.
 Hook = Callable[[str, int, bytes], tuple[int, bytes]]
@@ -35,7 +35,7 @@ def rewriting_proxy(upstream: str, hook: Hook) -> Iterator[str]:
     proxy's base URL."""
     session = requests.Session()
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
 
         def _forward(self):
@@ -54,14 +54,8 @@ def rewriting_proxy(upstream: str, hook: Hook) -> Iterator[str]:
 
         do_GET = do_POST = _forward
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
     try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
+        with serve(Handler) as base:
+            yield base
     finally:
-        server.shutdown()
-        server.server_close()
         session.close()

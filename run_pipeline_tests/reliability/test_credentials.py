@@ -3,10 +3,8 @@ error body, a same-host redirect out of the base URL's path, and a ~/.netrc othe
 
 from __future__ import annotations
 
-import http.server
 import logging
 import os
-import threading
 from contextlib import contextmanager
 
 import pyarrow.parquet as pq
@@ -15,6 +13,7 @@ import pytest
 from run_pipeline.client import Api, RetryPolicy, WandbAuthError, WandbGaveUpError
 from run_pipeline.client.transport import Transport
 
+from ..loopback import QuietHandler, serve
 from .helpers import ENTITY, dataset_run_ids, run_cli
 
 KEY = "k3yQ9" + "vT4mB8xL2nR6wP1zS5hJ0cF7gD3aE9uY2iO"  # 40 characters
@@ -29,23 +28,14 @@ def key_runs(text: str, size: int = 8) -> list[str]:
 @contextmanager
 def tiny_server(routes):
     """A loopback HTTP server: `routes(handler)` answers every GET and POST."""
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):  # noqa: N802 - http.server's API
             routes(self)
 
         do_POST = do_GET
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        yield f"http://127.0.0.1:{server.server_address[1]}"
-    finally:
-        server.shutdown()
-        server.server_close()
+    with serve(Handler) as base:
+        yield base
 
 
 def _answer(handler, status: int, body: bytes, headers: dict | None = None) -> None:

@@ -15,6 +15,8 @@ import pytest
 from run_pipeline.client import RetryPolicy, WandbGaveUpError
 from run_pipeline.client.transport import Transport
 
+from ..loopback import QuietHandler, serve
+
 BODY = b'{"data": {"viewer": {"id": "x"}}}' + b" " * 200
 
 
@@ -75,11 +77,9 @@ def test_a_trickling_server_fails_the_request_within_the_budget(where):
 
 def test_a_quick_answer_after_a_cut_off_one_reuses_nothing_broken():
     """After the watchdog shuts a connection, the next request gets a fresh one and works."""
-    import http.server
-
     calls = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         protocol_version = "HTTP/1.1"
 
         def do_POST(self):  # noqa: N802 - http.server's API
@@ -93,28 +93,17 @@ def test_a_quick_answer_after_a_cut_off_one_reuses_nothing_broken():
                 time.sleep(4)
             self.wfile.write(body)
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    try:
-        base = f"http://127.0.0.1:{server.server_address[1]}"
+    with serve(Handler) as base:
         transport = Transport(base, "k" * 40, timeout=10.0, retry=RetryPolicy(budget=1.5, backoff_base=0.1))
         with pytest.raises(WandbGaveUpError):
             transport.graphql("query Viewer { viewer { id } }")
         transport.retry = RetryPolicy(budget=30)
         assert transport.graphql("query Viewer { viewer { id } }") == {"viewer": {"id": "x"}}
-    finally:
-        server.shutdown()
-        server.server_close()
 
 
-def _download_server(chunk: bytes, chunks: int, pause: float):
-    """Serves GET /file as `chunks` pieces of `chunk`, `pause` seconds apart."""
-    import http.server
-
-    class Handler(http.server.BaseHTTPRequestHandler):
+def _download_handler(chunk: bytes, chunks: int, pause: float) -> type[QuietHandler]:
+    """Answers GET with `chunks` pieces of `chunk`, `pause` seconds apart."""
+    class Handler(QuietHandler):
         def do_GET(self):  # noqa: N802 - http.server's API
             self.send_response(200)
             self.send_header("Content-Length", str(len(chunk) * chunks))
@@ -127,27 +116,15 @@ def _download_server(chunk: bytes, chunks: int, pause: float):
             except OSError:
                 pass
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    threading.Thread(target=server.serve_forever, daemon=True).start()
-    return server
+    return Handler
 
 
 def test_a_large_download_arriving_steadily_may_outlast_the_budget_a_trickle_may_not(tmp_path):
-    steady = _download_server(b"x" * (1 << 20), chunks=6, pause=0.5)  # 6 MiB at about 2 MiB/s: 3 s
-    trickle = _download_server(b"x", chunks=600, pause=0.01)  # 100 bytes a second
-    try:
-        policy = RetryPolicy(budget=1.5, max_attempts=1)
-        base = f"http://127.0.0.1:{steady.server_address[1]}"
+    policy = RetryPolicy(budget=1.5, max_attempts=1)
+    with serve(_download_handler(b"x" * (1 << 20), chunks=6, pause=0.5)) as base:  # 6 MiB at ~2 MiB/s: 3 s
         transport = Transport(base, "k" * 40, timeout=5.0, retry=policy)
         assert transport.download(f"{base}/file", tmp_path / "steady") == 6 << 20
-        base = f"http://127.0.0.1:{trickle.server_address[1]}"
+    with serve(_download_handler(b"x", chunks=600, pause=0.01)) as base:  # 100 bytes a second
         transport = Transport(base, "k" * 40, timeout=5.0, retry=policy)
         with pytest.raises(WandbGaveUpError, match="no complete answer within the budget"):
             transport.download(f"{base}/file", tmp_path / "trickle")
-    finally:
-        for server in (steady, trickle):
-            server.shutdown()
-            server.server_close()
