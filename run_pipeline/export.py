@@ -4,6 +4,7 @@ Plain Python: no Dagster import."""
 
 from __future__ import annotations
 
+import os
 import shutil
 import signal
 import tempfile
@@ -18,6 +19,7 @@ from typing import Any, Iterator
 from urllib.parse import quote, unquote
 
 from run_pipeline.client import Api, Run, WandbClientError, WandbNotFoundError
+from run_pipeline.lifeline import die_with
 from run_pipeline.settings import LIST_PAGE_SIZE, TERMINAL_STATES
 from run_pipeline.warehouse import RunExport, Warehouse, WarehouseError
 
@@ -264,7 +266,7 @@ def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun] | list[R
         if "forkserver" in methods:
             context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
         pool: Any = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                        initializer=_start_worker, initargs=(api, warehouse))
+                                        initializer=_start_worker, initargs=(api, warehouse, os.getpid()))
 
         def submit(target: FoundRun | RunRef) -> Future:
             attrs = target.run.server_attrs if isinstance(target, FoundRun) else {}
@@ -315,8 +317,9 @@ def _export_here(exporter: Exporter, run: Run | RunRef,
 _worker_exporter: Exporter | None = None
 
 
-def _start_worker(api: Api, warehouse: Warehouse) -> None:
+def _start_worker(api: Api, warehouse: Warehouse, owner_pid: int) -> None:
     global _worker_exporter
+    die_with(owner_pid)  # killed owner, even by SIGKILL: no orphaned worker (nor fork server)
     exporter = _worker_exporter = Exporter(api, warehouse)
     # Ctrl-C reaches the whole process group: a worker abandons its run at the next batch
     # (nothing of it committed) instead of dying at an arbitrary point.

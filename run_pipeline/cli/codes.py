@@ -11,6 +11,7 @@ EXIT_UNREACHABLE = 5
 EXIT_PARTIAL = 6
 EXIT_QUERY = 7
 EXIT_WAREHOUSE = 8
+EXIT_REFUSED = 9
 EXIT_INTERRUPTED = 130
 
 #: (code, meaning), as printed by `--help` and listed in the README.
@@ -24,6 +25,7 @@ EXIT_CODES = (
     (EXIT_PARTIAL, "some runs failed or were not found (listed; re-running resumes)"),
     (EXIT_QUERY, "the query failed"),
     (EXIT_WAREHOUSE, "warehouse not usable: no catalog yet, not a directory, not writable"),
+    (EXIT_REFUSED, "the W&B server refused the project lookup or the runs listing (GraphQL errors, HTTP 400)"),
     (EXIT_INTERRUPTED, "interrupted (Ctrl-C); re-running resumes"),
 )
 

@@ -18,6 +18,7 @@ from .codes import (
     EXIT_NOT_FOUND,
     EXIT_OK,
     EXIT_PARTIAL,
+    EXIT_REFUSED,
     EXIT_UNREACHABLE,
     EXIT_USAGE,
     EXIT_WAREHOUSE,
@@ -89,7 +90,7 @@ def find_runs(api, warehouse, entity: str, projects: list[str],
     the entity when `projects` is empty, as the Dagster definitions do. A complete listing
     (no --runs, --state or --since) also brings the exported runs it no longer holds: their
     export checks with the server and marks them deleted when they are gone."""
-    from run_pipeline.client import WandbNotFoundError, WandbTransportError
+    from run_pipeline.client import WandbNotFoundError, WandbQueryError, WandbTransportError
     from run_pipeline.export import discover_runs, vanished_runs
 
     shown = display_url(api.base_url)
@@ -116,6 +117,9 @@ def find_runs(api, warehouse, entity: str, projects: list[str],
         except WandbTransportError as exc:
             raise CliError(EXIT_UNREACHABLE, f"W&B server unreachable while listing the runs of {entity}/{project}: "
                                              f"{exc}") from None
+        except WandbQueryError as exc:  # GraphQL errors or HTTP 400 outside any one run
+            raise CliError(EXIT_REFUSED, f"the W&B server at {shown} refused listing the runs of "
+                                         f"{entity}/{project}: {exc}") from None
     unknown: list[str] = []
     if args.runs:
         found = {t.ref.run_id for t in targets}

@@ -95,6 +95,8 @@ def param(text: str) -> tuple[str, str]:
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
+    from run_pipeline.warehouse.reading import execute
+
     from run_pipeline.warehouse import Warehouse, WarehouseError
 
     if args.example == "list":
@@ -134,7 +136,7 @@ def cmd_query(args: argparse.Namespace) -> int:
                         written += batch.num_rows
                 print(f"wrote {written:,} rows to {args.output}", file=sys.stderr)
                 return EXIT_OK
-            cursor = con.execute(sql, params or None)
+            cursor = execute(con, sql, params or None)  # again if an export replaced a file under it
             if cursor.description is None:
                 print("(no result)")
                 return EXIT_OK

@@ -3,6 +3,7 @@ projects and artifacts. Mirrors `wandb.Api()`."""
 
 from __future__ import annotations
 
+import logging
 import netrc
 import os
 import threading
@@ -23,6 +24,7 @@ from run_pipeline.client.paging import Paginator
 from run_pipeline.client.retry import RetryPolicy
 from run_pipeline.client.run import Run
 from run_pipeline.client.runs import Runs
+from run_pipeline.client.auth import strip_userinfo
 from run_pipeline.client.transport import DEFAULT_BASE_URL, Transport
 
 
@@ -50,7 +52,27 @@ def api_key_from_netrc(base_url: str, path: str | os.PathLike | None = None) -> 
         auth = netrc.netrc(os.fspath(path)).authenticators(host)
     except (OSError, netrc.NetrcParseError):
         return None
-    return auth[2] if auth and auth[2] else None
+    if auth and auth[2]:
+        _warn_if_readable_by_others(os.fspath(path))
+        return auth[2]
+    return None
+
+
+_warned_netrc: set[str] = set()
+
+
+def _warn_if_readable_by_others(path: str) -> None:
+    """Warn once per file when the netrc holding the key is readable by group or others (as
+    the W&B SDK's own tooling does); the key is still used."""
+    try:
+        mode = os.stat(path).st_mode
+    except OSError:
+        return
+    if mode & 0o077 and path not in _warned_netrc:
+        _warned_netrc.add(path)
+        logging.getLogger("run_pipeline.client").warning(
+            "%s holds the W&B API key and is readable by other users (mode %o): run `chmod 600 %s`",
+            path, mode & 0o777, path)
 
 
 def parse_run_path(path: str, default_entity: Callable[[], str | None] | str | None,
@@ -165,15 +187,16 @@ class Api:
                  netrc_path: str | os.PathLike | None = None):
         env = os.environ if environ is None else environ
         overrides = dict(overrides or {})
-        base_url = (base_url or overrides.get("base_url") or env.get("WANDB_BASE_URL")
-                    or DEFAULT_BASE_URL).rstrip("/")
+        # User info in a URL is never sent (the key is) and must never be shown or stored.
+        base_url = strip_userinfo(base_url or overrides.get("base_url") or env.get("WANDB_BASE_URL")
+                                  or DEFAULT_BASE_URL).rstrip("/")
         key = api_key or env.get("WANDB_API_KEY") or api_key_from_netrc(base_url, netrc_path)
         if not key:
             raise WandbAuthError(
                 "no W&B API key: pass api_key=, set WANDB_API_KEY or run `wandb login`")
         self.base_url = base_url
-        self.app_url = (app_url or env.get("WANDB_APP_URL")
-                        or app_url_from_base(base_url)).rstrip("/")
+        self.app_url = strip_userinfo(app_url or env.get("WANDB_APP_URL")
+                                      or app_url_from_base(base_url)).rstrip("/")
         self._entity = entity or overrides.get("entity") or env.get("WANDB_ENTITY") or None
         self.default_project = (project or overrides.get("project")
                                 or env.get("WANDB_PROJECT") or None)

@@ -1,5 +1,5 @@
 """Shared pieces of the response-backed objects: the snake_case attribute fallback, `User`,
-and small value helpers (JSONString → dict, W&B DateTime → aware UTC, run ids)."""
+and small value helpers (JSONString → value, W&B DateTime → aware UTC, run ids)."""
 
 from __future__ import annotations
 
@@ -38,14 +38,14 @@ class Attrs:
         raise AttributeError(f"{type(self).__name__!r} object has no attribute {name!r}")
 
 
-def as_dict(value: Any) -> dict[str, Any]:
-    """JSONString → dict (already-parsed dicts pass through)."""
+def parse_document(value: Any) -> Any:
+    """JSONString → the value it holds, whatever its type and depth (absent or empty: `{}`;
+    already-parsed values pass through). Raises `ValueError` when it is not JSON."""
     if value is None or value == "":
         return {}
-    if isinstance(value, dict):
+    if not isinstance(value, (str, bytes)):
         return value
-    parsed = parse_json(value)
-    return parsed if isinstance(parsed, dict) else {}
+    return parse_json(value)
 
 
 def parse_datetime(value: str | None) -> datetime | None:

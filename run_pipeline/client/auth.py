@@ -10,8 +10,14 @@ import requests
 import requests.auth
 
 
+#: Any run of this many characters of the key (or of its Basic-auth token) is redacted: a
+#: cut-off or partly echoed key must not show either.
+SECRET_RUN = 8
+
+
 class Redactor:
-    """Removes the API key (raw and as a Basic-auth token) from text and exceptions."""
+    """Removes the API key (raw, URL-quoted and as a Basic-auth token) from text and exceptions,
+    and any run of `SECRET_RUN` or more of their characters."""
 
     def __init__(self, api_key: str | None):
         secrets = []
@@ -21,6 +27,8 @@ class Redactor:
             secrets.append(token)
             secrets.append(urllib.parse.quote(api_key, safe=""))
         self._secrets = [s for s in secrets if len(s) >= 4]
+        self._runs = frozenset(s[i:i + SECRET_RUN] for s in self._secrets
+                               for i in range(len(s) - SECRET_RUN + 1))
 
     def __repr__(self) -> str:
         return "<Redactor ***>"
@@ -29,7 +37,27 @@ class Redactor:
         text = str(value)
         for secret in self._secrets:
             text = text.replace(secret, "***")
-        return text
+        if not self._runs or len(text) < SECRET_RUN:
+            return text
+        # Mark every character covered by a run of the key, then replace each marked stretch.
+        covered_until = -1
+        spans: list[list[int]] = []
+        for i in range(len(text) - SECRET_RUN + 1):
+            if text[i:i + SECRET_RUN] in self._runs:
+                if spans and i <= covered_until:
+                    spans[-1][1] = i + SECRET_RUN
+                else:
+                    spans.append([i, i + SECRET_RUN])
+                covered_until = i + SECRET_RUN
+        if not spans:
+            return text
+        out, last = [], 0
+        for start, end in spans:
+            out.append(text[last:start])
+            out.append("***")
+            last = end
+        out.append(text[last:])
+        return "".join(out)
 
     def exception(self, exc: BaseException, _seen: set[int] | None = None) -> BaseException:
         """Scrub `exc`, its args and its cause/context chain in place; return it."""
@@ -65,6 +93,15 @@ class Redactor:
             if linked is not None:
                 self.exception(linked, seen)
         return exc
+
+
+def strip_userinfo(url: str) -> str:
+    """`url` without `user:password@` (kept nowhere: requests ignores it when an auth object
+    is given, as every request here has)."""
+    parts = urllib.parse.urlsplit(url)
+    if "@" not in parts.netloc:
+        return url
+    return urllib.parse.urlunsplit(parts._replace(netloc=parts.netloc.rsplit("@", 1)[1]))
 
 
 def display_url(url: str) -> str:

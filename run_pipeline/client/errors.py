@@ -59,11 +59,17 @@ class WandbIncompleteDataError(WandbClientError):
     """The server returned fewer (or more) rows than it says it holds."""
 
 
+class WandbMalformedDataError(WandbClientError):
+    """A run's field cannot be read as what it must be (a config that is not JSON, a summary
+    that is not an object): that run cannot be exported, the others can."""
+
+
 __all__ = [
     "WandbAuthError",
     "WandbClientError",
     "WandbGaveUpError",
     "WandbIncompleteDataError",
+    "WandbMalformedDataError",
     "WandbNotFoundError",
     "WandbQueryError",
     "WandbRateLimitError",

@@ -22,13 +22,13 @@ from run_pipeline.client.artifacts import (
 from run_pipeline.client.attrs import (
     Attrs,
     User,
-    as_dict,
     generate_id,
     parse_datetime,
+    parse_document,
     snake_to_camel,
 )
 from run_pipeline.client.batches import parse_rows
-from run_pipeline.client.errors import WandbClientError, WandbNotFoundError
+from run_pipeline.client.errors import WandbClientError, WandbMalformedDataError, WandbNotFoundError
 from run_pipeline.client.files import File, Files, upload_run_file
 from run_pipeline.client.history import HistoryReader, HistoryScan, downsample
 from run_pipeline.client.summary import Summary
@@ -63,6 +63,7 @@ class Run(Attrs):
         self.server_attrs: dict[str, Any] = {}
         self._summary: Summary | None = None
         self._history_reader: HistoryReader | None = None
+        self._malformed: dict[str, str] = {}  # field -> why it cannot be read
         self._set_attrs(dict(attrs or {}))
         self._attrs.setdefault("name", run_id)
         if not attrs:
@@ -73,25 +74,44 @@ class Run(Attrs):
     def _set_attrs(self, attrs: dict[str, Any]) -> None:
         self.server_attrs.update(attrs)
         if "config" in attrs:
-            raw = as_dict(attrs["config"])
-            user_config, rawconfig = {}, {}
-            for key, value in raw.items():
-                target = rawconfig if key in _INTERNAL_CONFIG_KEYS else user_config
-                wrapped = isinstance(value, dict) and "value" in value
-                target[key] = value["value"] if wrapped else value
-            rawconfig.update(user_config)
+            raw = self._document(attrs, "config")
+            if isinstance(raw, dict):
+                user_config, rawconfig = {}, {}
+                for key, value in raw.items():
+                    target = rawconfig if key in _INTERNAL_CONFIG_KEYS else user_config
+                    wrapped = isinstance(value, dict) and "value" in value
+                    target[key] = value["value"] if wrapped else value
+                rawconfig.update(user_config)
+            else:  # not an object: kept as what it is, not replaced by {}
+                user_config, rawconfig = raw, {}
             attrs["config"] = user_config
             attrs["rawconfig"] = rawconfig
         for key in ("summaryMetrics", "systemMetrics"):
             if key in attrs:
-                attrs[key] = as_dict(attrs[key])
+                value = self._document(attrs, key)
+                if not isinstance(value, dict):
+                    self._malformed[key] = f"{key} is a JSON {type(value).__name__}, not an object"
+                    value = {}
+                attrs[key] = value
         if "summaryMetrics" in attrs:
             self._summary = None
         self._attrs.update(attrs)
 
+    def _document(self, attrs: dict[str, Any], key: str) -> Any:
+        """A JSONString field parsed; one that is not JSON is recorded (reading the field then
+        raises `WandbMalformedDataError`), so one bad run never stops a listing."""
+        self._malformed.pop(key, None)
+        try:
+            return parse_document(attrs[key])
+        except ValueError as exc:
+            self._malformed[key] = f"{key} is not valid JSON ({exc})"
+            return {}
+
     def _ensure_full(self, key: str) -> None:
         if key not in self._attrs:
             self.load(force=True)
+        if key in self._malformed:
+            raise WandbMalformedDataError(f"run {self._path_str}: {self._malformed[key]}")
 
     def load(self, force: bool = False) -> dict[str, Any]:
         """Fetch the run (full fragment) when `force` or nothing is loaded yet.
@@ -213,6 +233,7 @@ class Run(Attrs):
 
     @property
     def rawconfig(self) -> dict[str, Any]:
+        self._ensure_full("config")
         self._ensure_full("rawconfig")
         return self._attrs["rawconfig"]
 

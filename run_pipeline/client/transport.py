@@ -18,9 +18,11 @@ from urllib.parse import urlsplit
 
 import orjson
 import requests
-import requests.adapters
 
-from run_pipeline.client.auth import ApiKeyAuth, Redactor, display_url
+from run_pipeline import deep_json
+from run_pipeline.client.auth import ApiKeyAuth, Redactor, display_url, strip_userinfo
+from run_pipeline.client.deadline import DeadlineAdapter, deadline
+from run_pipeline.client.deadline import extend as extend_deadline
 from run_pipeline.client.errors import (
     WandbAuthError,
     WandbGaveUpError,
@@ -43,6 +45,9 @@ USER_AGENT = "run_pipeline W&B Public Client"
 #: Response bodies are read this many bytes at a time. requests' own `.content` reads 10 KiB
 #: at a time, and a history page of a few MiB then costs about twice the CPU to receive.
 BODY_READ_SIZE = 1 << 20
+#: A download averaging at least this many bytes a second may run past its retry budget (the
+#: budget is every request's deadline otherwise): a large Parquet file is not a trickle.
+MIN_DOWNLOAD_RATE = 256 * 1024
 
 
 # orjson reads an integer beyond 64 bits as a float, silently rounding it (2**64 + 1 becomes
@@ -102,6 +107,8 @@ def parse_json(data: bytes | str) -> Any:
     except json.JSONDecodeError:
         # W&B's own SDK retries JSONString payloads with strict=False (control characters).
         return json.loads(data, strict=False)
+    except RecursionError:  # nested deeper than the stdlib follows (a deep config)
+        return deep_json.loads(data)
 
 
 class _RetryableResponse(Exception):
@@ -120,9 +127,18 @@ class _Session(requests.Session):
     than on every request (requests scans all of `os.environ` each time, which cost more than
     parsing a history page on short runs)."""
 
-    def __init__(self) -> None:
+    def __init__(self, key_auth: ApiKeyAuth | None = None) -> None:
         super().__init__()
         self._environment: dict[tuple, dict[str, Any]] = {}
+        self._key_auth = key_auth
+
+    def rebuild_auth(self, prepared_request, response):  # noqa: ANN001 - requests' API
+        """On a redirect requests keeps `Authorization` for the same host whatever the path;
+        the key goes only to URLs under the base URL, so it is dropped elsewhere."""
+        super().rebuild_auth(prepared_request, response)
+        if self._key_auth is not None:
+            prepared_request.headers.pop("Authorization", None)
+            self._key_auth(prepared_request)
 
     def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: ANN001 - requests' API
         parts = urlsplit(url)
@@ -151,7 +167,7 @@ class Transport:
         sleep: Callable[[float], None] = time.sleep,
         clock: Callable[[], float] = time.monotonic,
     ):
-        self.base_url = base_url.rstrip("/")
+        self.base_url = strip_userinfo(base_url).rstrip("/")
         self.graphql_url = self.base_url + "/graphql"
         self.timeout = timeout
         self.retry = retry or RetryPolicy()
@@ -160,11 +176,9 @@ class Transport:
         self._sleep = sleep
         self._clock = clock
         self._pacer = RateLimitPacer(clock)
-        self._session = _Session()
+        self._session = _Session(self._auth)
         # Retries are ours (with budget and taxonomy); urllib3 must not retry underneath.
-        adapter = requests.adapters.HTTPAdapter(
-            pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0
-        )
+        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
         self._session.mount("http://", adapter)
         self._session.mount("https://", adapter)
         self._session.headers.update(
@@ -233,10 +247,16 @@ class Transport:
 
         def handle(resp: requests.Response) -> int:
             written = 0
+            started = time.monotonic()
+            read_timeout = self.timeout[1] if isinstance(self.timeout, tuple) else self.timeout
             with open(dest, "wb") as fh:
                 for chunk in resp.iter_content(chunk_size=chunk_size):
                     fh.write(chunk)
                     written += len(chunk)
+                    # A large file arriving at a useful rate may outlast the budget; a trickle
+                    # may not (see `deadline.py`).
+                    if written >= MIN_DOWNLOAD_RATE * max(1.0, time.monotonic() - started):
+                        extend_deadline(read_timeout)
             expected = resp.headers.get("Content-Length")
             encoded = resp.headers.get("Content-Encoding")
             cut_short = expected is not None and expected.isdigit() and int(expected) != written
@@ -285,24 +305,27 @@ class Transport:
             self.stats["requests"] += 1
             retry_after = None
             status: int | None = None
+            # A wall-clock deadline for the whole attempt, body included: the budget's end.
+            watch = None
             try:
-                resp = self._session.request(
-                    method, url, auth=self._auth, timeout=self._timeout(start), **kwargs
-                )
-                self._answered = True
-                try:
-                    status = resp.status_code
-                    self._pacer.observe(resp.headers)
-                    if 200 <= status < 300:
-                        return handle(resp)
-                    if status in RETRYABLE_STATUSES:
-                        retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                        raise _RetryableResponse(
-                            f"HTTP {status}: {_error_text(resp)}", status
-                        )
-                    raise self._status_error(resp, what, shown)
-                finally:
-                    resp.close()
+                with deadline(time.monotonic() + policy.budget - (self._clock() - start)) as watch:
+                    resp = self._session.request(
+                        method, url, auth=self._auth, timeout=self._timeout(start), **kwargs
+                    )
+                    self._answered = True
+                    try:
+                        status = resp.status_code
+                        self._pacer.observe(resp.headers)
+                        if 200 <= status < 300:
+                            return handle(resp)
+                        if status in RETRYABLE_STATUSES:
+                            retry_after = parse_retry_after(resp.headers.get("Retry-After"))
+                            raise _RetryableResponse(
+                                f"HTTP {status}: {_error_text(resp, self._redact)}", status
+                            )
+                        raise self._status_error(resp, what, shown)
+                    finally:
+                        resp.close()
             except (requests.RequestException, _RetryableResponse) as exc:
                 failure: BaseException = self._redact.exception(exc)
                 status = exc.status if isinstance(exc, _RetryableResponse) else None
@@ -312,6 +335,10 @@ class Transport:
                         f"cannot reach the server at {display_url(self.base_url)} ({unreachable}) "
                         f"on {what} {method} {shown}", attempts=attempt, elapsed=self._clock() - start,
                     ) from failure
+                if watch is not None and watch.expired:
+                    failure = _RetryableResponse(
+                        f"no complete answer within the budget of {policy.budget:.0f}s", status)
+                    failure.__cause__ = self._redact.exception(exc)
             elapsed = self._clock() - start
             delay = retry_delay(attempt - 1, policy, retry_after=retry_after)
             reason = self.redact(_describe(failure))
@@ -337,7 +364,7 @@ class Transport:
 
     def _status_error(self, resp: requests.Response, what: str, shown: str) -> Exception:
         status = resp.status_code
-        text = self.redact(_error_text(resp))
+        text = _error_text(resp, self._redact)
         method = resp.request.method if resp.request else ""
         message = f"{what} {method} {shown}: HTTP {status}: {text}"
         if status in (401, 403):
@@ -369,23 +396,31 @@ def _operation_name(query: str) -> str:
     return "query"
 
 
-def _error_text(resp: requests.Response, limit: int = 300) -> str:
-    """The server's explanation: GraphQL `errors[*].message` if present, else the body text."""
+#: Bytes of an error body looked at (redacted, then cut to `limit` characters).
+_ERROR_BODY_BYTES = 64 * 1024
+
+
+def _error_text(resp: requests.Response, redactor: Redactor, limit: int = 300) -> str:
+    """The server's explanation: GraphQL `errors[*].message` if present, else the body text;
+    redacted before it is cut, so a key echoed across the cut cannot show in part."""
     try:
         body = resp.content
     except requests.RequestException:
-        return resp.reason or ""
+        return redactor.text(resp.reason or "")
+    text = None
     try:
         payload = parse_json(body)
         errors = payload.get("errors") if isinstance(payload, dict) else None
         if errors:
-            return "; ".join(
+            text = "; ".join(
                 str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors
-            )[:limit]
-    except (ValueError, UnicodeDecodeError, AttributeError):
+            )
+    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
         pass
-    text = body[:limit].decode("utf-8", "replace").strip()
-    return text or (resp.reason or "")
+    if text is None:
+        text = body[:_ERROR_BODY_BYTES].decode("utf-8", "replace").strip()
+    text = redactor.text(text[:_ERROR_BODY_BYTES])[:limit]
+    return text or redactor.text(resp.reason or "")
 
 
 def _error_list(resp: requests.Response) -> list:

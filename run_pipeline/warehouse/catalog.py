@@ -143,7 +143,11 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
     it is (`catalog: unchanged`) unless `force`: a nightly refresh of a large warehouse then
     costs a directory listing instead of opening every Parquet footer.
 
-    The catalog is built in a temporary file next to it and renamed over it, so a refresh never
+    The catalog is built in a temporary file next to it, checkpointed, reopened and verified
+    (every view present and answering `LIMIT 0`), and only then renamed over it, so a refresh
+    that cannot write it (a full disk) raises `WarehouseCatalogError` and leaves the previous
+    catalog in place; the stamp is written only for a verified catalog, and a catalog found
+    without its views is rebuilt whatever its stamp says. It is renamed over, so a refresh never
     waits for (or breaks) a reader that has the old catalog open, and concurrent refreshes
     cannot corrupt it. The file holds these views only: anything else stored in it is lost.
     Returns figures for a materialization: the database path, the views, the tables still
@@ -164,7 +168,8 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
     info = {"database": database, "views": ", ".join(TABLES),
             "empty_tables": ", ".join(t for t in TABLES if t in empty)}
     current = _identity(database, stamp)
-    if not force and current is not None and _read_stamp(database) == current:
+    if (not force and current is not None and _read_stamp(database) == current
+            and _holds_views(database)):
         runs = sum(1 for _ in _parquet_files(wr.fs, wr.path(RUNS), depth=3))
         return {**info, "runs": runs, "catalog": "unchanged", "seconds": round(time.monotonic() - started, 3)}
 
@@ -177,21 +182,64 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
         try:
             for sql in statements:
                 con.execute(sql)
-            runs = con.execute("SELECT count(*) FROM runs").fetchone()[0]
+            con.execute("CHECKPOINT")
         finally:
             con.close()
+        # DuckDB's close() does not report a checkpoint it could not write (a full disk, a
+        # file size limit): the file can then hold no view at all. Prove it holds every one.
+        runs = _verify(duckdb, temporary)
         # The stamp names this very file (a rename keeps inode and mtime), so when two
         # refreshes race, the stamp of the one whose file lost never matches the catalog.
         identity = _identity(temporary, stamp)
         os.replace(temporary, database)
-    except duckdb.Error as exc:
+    except (duckdb.Error, OSError) as exc:
         raise WarehouseCatalogError(f"refreshing {database} failed: {exc}") from exc
     finally:
         for leftover in (temporary, temporary + ".wal"):
             if os.path.exists(leftover):
                 os.remove(leftover)
-    _write_stamp(database, identity)
+    try:
+        _write_stamp(database, identity)
+    except OSError:  # no stamp: the next refresh rebuilds rather than trusting this one
+        _write_stamp(database, None)
     return {**info, "runs": int(runs), "catalog": "rebuilt", "seconds": round(time.monotonic() - started, 3)}
+
+
+def _verify(duckdb, path: str) -> int:
+    """Open a freshly written catalog read-only, check that it holds exactly the views of
+    `TABLES` and that each one binds and runs (`LIMIT 0`); return the number of runs.
+    Raises `WarehouseCatalogError` naming what is missing."""
+    con = duckdb.connect(path, read_only=True)
+    try:
+        views = {name for (name,) in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+        missing = [t for t in TABLES if t not in views]
+        if missing:
+            raise WarehouseCatalogError(
+                f"the new catalog {path} holds no view {', '.join(missing)} (was the disk full?)")
+        for table in TABLES:
+            con.execute(f"SELECT * FROM {table} LIMIT 0").fetchall()
+        return int(con.execute("SELECT count(*) FROM runs").fetchone()[0])
+    finally:
+        con.close()
+
+
+def _holds_views(database: str) -> bool:
+    """Whether the catalog file still names every view (cheap: no Parquet file is read)."""
+    import duckdb
+
+    try:
+        con = duckdb.connect(database, read_only=True)
+    except duckdb.Error:
+        return False
+    try:
+        views = {name for (name,) in con.execute(
+            "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    except duckdb.Error:
+        return False
+    finally:
+        con.close()
+    return all(t in views for t in TABLES)
 
 
 def _identity(path: str, stamp: str) -> str | None:
@@ -270,6 +318,16 @@ def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSys
         if not os.path.exists(wr.catalog_path()):
             refresh_catalog(wr)
         con = duckdb.connect(wr.catalog_path(), read_only=True)
+        if not _reads_this_root(con, wr):
+            # The warehouse was moved or copied: its catalog still globs the original's files.
+            con.close()
+            try:
+                refresh_catalog(wr, force=True)
+                con = duckdb.connect(wr.catalog_path(), read_only=True)
+            except (WarehouseCatalogError, OSError):  # a read-only copy: views in memory instead
+                con = duckdb.connect()
+                for sql in view_statements(wr):
+                    con.execute(sql)
         con.execute("SET parquet_metadata_cache = true")
         return con
     con = duckdb.connect()
@@ -309,3 +367,16 @@ def s3_filesystem(options: dict | None = None):
     if opts.get("region"):
         kwargs["client_kwargs"] = {"region_name": opts["region"]}
     return s3fs.S3FileSystem(**kwargs)
+
+
+def _reads_this_root(con: duckdb.DuckDBPyConnection, root: WarehouseRoot) -> bool:
+    """Whether every view of an open catalog that reads Parquet reads it under `root`.
+
+    The views hold absolute globs: DuckDB resolves a relative path against the process's
+    working directory (or `file_search_path`), not against the catalog file, so relative globs
+    would break every reader that opens the file from elsewhere. A moved or copied warehouse
+    is instead noticed here, when it is opened, and its catalog rebuilt."""
+    for name, sql in con.execute("SELECT view_name, sql FROM duckdb_views() WHERE NOT internal").fetchall():
+        if name in TABLES and "read_parquet(" in sql and _literal(root.glob(name)) not in sql:
+            return False
+    return True

@@ -13,11 +13,14 @@ from __future__ import annotations
 
 import json
 import math
+import re
 from collections.abc import Iterable
 from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
+
+from run_pipeline import deep_json
 
 NULL, BOOL, INT, DOUBLE, STRING, JSON = "null", "bool", "int", "double", "string", "json"
 LTYPES = (NULL, BOOL, INT, DOUBLE, STRING, JSON)
@@ -95,14 +98,17 @@ def sanitize_json(value: Any) -> Any:
 
 def json_text(value: Any) -> str:
     """Canonical JSON text: compact, UTF-8, valid for DuckDB's JSON type. Plain scalars (most
-    config and summary leaves) skip the encoder and get exactly the text it writes."""
+    config and summary leaves) skip the encoder and get exactly the text it writes. A lone
+    surrogate (which UTF-8 cannot carry) is kept as the text of its escape (see
+    `escape_surrogates`). Any depth is written (see `run_pipeline.deep_json`)."""
     t = type(value)
     if t is float and math.isfinite(value):
         return float.__repr__(value)
     if t is int:
         return int.__repr__(value)
     if t is str:
-        return json.encoder.encode_basestring(value)
+        text = json.encoder.encode_basestring(value)
+        return text if text.isascii() else escape_surrogates(text)
     if t is bool:
         return "true" if value else "false"
     if value is None:
@@ -111,8 +117,28 @@ def json_text(value: Any) -> str:
 
 
 def _encode_json(value: Any) -> str:
-    return json.dumps(sanitize_json(value), ensure_ascii=False, separators=(",", ":"),
-                      allow_nan=False, default=str)
+    try:
+        text = json.dumps(sanitize_json(value), ensure_ascii=False, separators=(",", ":"),
+                          allow_nan=False, default=str)
+    except RecursionError:  # nested deeper than the stdlib follows
+        text = deep_json.dumps(value)
+    return text if text.isascii() else escape_surrogates(text)
+
+
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def escape_surrogates(json_text: str) -> str:
+    """JSON text with each lone surrogate (only string contents can hold one) replaced by the
+    six characters of its escape, `\\ud800` for U+D800: UTF-8 cannot carry the character and
+    DuckDB's JSON refuses a lone surrogate escape, so the string holds its spelling."""
+    return _SURROGATE.sub(lambda m: f"\\\\u{ord(m.group()):04x}", json_text)
+
+
+def plain_text(value: str) -> str:
+    """Text for a VARCHAR column: a lone surrogate becomes U+FFFD (the replacement character).
+    The JSON columns beside it keep the original (see `json_text`)."""
+    return value if value.isascii() else _SURROGATE.sub("\ufffd", value)
 
 
 def canonical_json(text: str) -> str:
@@ -120,7 +146,12 @@ def canonical_json(text: str) -> str:
     whichever batch typing produced it. Text that is not JSON is kept as a JSON string."""
     try:
         return json_text(json.loads(text))
-    except (ValueError, RecursionError):
+    except RecursionError:
+        try:
+            return json_text(deep_json.loads(text))
+        except ValueError:
+            return json_text(text)
+    except ValueError:
         return json_text(text)
 
 

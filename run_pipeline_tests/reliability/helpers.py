@@ -69,5 +69,5 @@ def export_with_api(base_url: str, api_key: str, root: Path, projects, *, retry:
         with ThreadPoolExecutor(max_workers=workers) as pool:
             for future in [pool.submit(exporter.export_run, f.run) for f in found]:
                 future.result()
-        exporter.refresh_catalog()
+        exporter.warehouse.refresh_catalog()
     return sorted(f.ref.path for f in found)
