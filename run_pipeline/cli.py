@@ -90,6 +90,15 @@ def _cmd_sample_data(args: argparse.Namespace) -> int:
         print(f"wrote the hostile corpus: {len(hostile.runs)} runs ({hostile.history_rows} history rows; "
               f"{refused} must be refused by an exporter) to {hostile.root}")
         return EXIT_OK
+    if args.messy or args.wide:
+        from run_pipeline.emulator.messy import generate_shaped_run
+
+        for shape in [s for s in ("messy", "wide") if getattr(args, s)]:
+            run = generate_shaped_run(Path(args.dir) / args.entity / shape / f"{shape[:4]}run1",
+                                      shape=shape, steps=args.steps, seed=args.seed)
+            print(f"wrote the {shape} run {run.run_id} ({run.history_rows} history rows, {run.keys} keys) "
+                  f"to {run.run_dir}")
+        return EXIT_OK
     summary = generate(Path(args.dir), entity=args.entity, projects=args.projects, runs=args.runs,
                        steps=args.steps, metrics=args.metrics, seed=args.seed)
     print(f"wrote {summary.runs} runs ({summary.history_rows} history rows) in {len(summary.projects)} projects "
@@ -339,6 +348,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--hostile", action="store_true",
                    help="write the hostile corpus instead (odd keys, values, steps and names; a 5 MB config)")
+    p.add_argument("--messy", action="store_true",
+                   help="write one run of --steps rows holding every real-world value shape instead (media, "
+                        "histograms, tables, nested dicts, lists, mixed types, huge ints, NaN/Infinity, odd keys)")
+    p.add_argument("--wide", action="store_true",
+                   help="write one run of --steps rows over 2,000 distinct keys, 50 per row, instead")
     p.set_defaults(func=_cmd_sample_data)
     return parser
 

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -19,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.json as pa_json
 
-from run_pipeline.client.transport import may_hold_big_ints, parse_json
+from run_pipeline.client.transport import _may_be_rounded, parse_json
 
 STEP = "_step"
 JSON_METADATA = {b"run_pipeline.json": b"1"}
@@ -34,16 +35,21 @@ def is_json_field(field: pa.Field) -> bool:
 
 
 def parse_rows(strings: Sequence[str]) -> list[dict[str, Any]]:
-    """Parse W&B history row strings; accepts NaN/Infinity and integers of any size."""
+    """Parse W&B history row strings; accepts NaN/Infinity and integers of any size.
+
+    The page is parsed at once by orjson; whether it may have rounded an integer beyond 64
+    bits is decided from the parsed values (a walk that skips string contents, so a hex digest
+    costs nothing). Rows orjson rejects (NaN/Infinity tokens) or may have rounded are parsed
+    one by one, exactly."""
     if not strings:
         return []
-    page = "[" + ",".join(strings) + "]"
-    if not may_hold_big_ints(page):
-        try:
-            return orjson.loads(page)
-        except orjson.JSONDecodeError:
-            pass
-    return [parse_json(s) for s in strings]
+    try:
+        rows = orjson.loads("[" + ",".join(strings) + "]")
+    except orjson.JSONDecodeError:
+        return [parse_json(s) for s in strings]
+    if _may_be_rounded(rows):
+        return [parse_json(s) for s in strings]
+    return rows
 
 
 def _json_text(value: Any) -> str:
@@ -96,64 +102,133 @@ def rows_to_batch(rows: Sequence[dict[str, Any]], first: Sequence[str] = (STEP,)
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
-def _may_hold_huge_ints(columns: Sequence[pa.ChunkedArray]) -> bool:
-    """pyarrow.json reads an integer beyond int64 into a double >= 2**63 in magnitude; such a
-    double column must take the exact path (a real float that large only costs speed).
+def _huge_float_columns(table: pa.Table) -> set[str]:
+    """Float columns that may hold an integer beyond int64: pyarrow.json reads one into a
+    double >= 2**63 in magnitude, and such a column must be rebuilt exactly (a real float that
+    large only costs speed). Decided from the parsed values: all the page's float columns are
+    checked at once, as one chunked array (no copy), and only when that finds a large value
+    is each column checked."""
+    floats = [name for name, t in zip(table.column_names, table.schema.types) if t == pa.float64()]
+    if not floats or not _has_huge(pa.chunked_array(
+            [c for name in floats for c in table.column(name).chunks], pa.float64())):
+        return set()
+    return {name for name in floats if _has_huge(table.column(name))}
 
-    All the page's float columns are checked at once, as one chunked array (no copy): a few
-    kernel calls per page instead of a few per column."""
-    chunks = [chunk for column in columns for chunk in column.chunks]
-    if not chunks:
-        return False
-    values = pa.chunked_array(chunks, pa.float64())
-    bounds = pc.min_max(values)  # NaN-blind, and cheaper than scanning the page's text
+
+def _has_huge(values: pa.ChunkedArray) -> bool:
+    bounds = pc.min_max(values)  # NaN-blind
     low, high = bounds["min"].as_py(), bounds["max"].as_py()
     if low is None or (-(2.0**63) < low and high < 2.0**63):
         return False
     finite = pc.filter(values, pc.is_finite(values))  # ±Infinity is a float, not a huge int
-    if len(finite) == 0:
-        return False
-    return pc.max(pc.abs(finite)).as_py() >= 2.0**63
+    return len(finite) > 0 and pc.max(pc.abs(finite)).as_py() >= 2.0**63
+
+
+_CONFLICT = re.compile(r"Column\((/.*)\) changed from ")
+#: A key's value kind by the first character after its colon, for the keys split by kind.
+_KIND_SUFFIX = {ord('"'): b"s", ord("t"): b"b", ord("f"): b"b", ord("{"): b"o", ord("["): b"a"}
+_SPLIT = "\x00"
+#: Keys split at most this many times per page before the page takes the exact path whole.
+MAX_SPLIT_KEYS = 8
+
+
+def _split_key(data: bytes, key: str) -> bytes | None:
+    """`data` with every top-level-or-nested occurrence of `key` whose value is a string, bool,
+    object or array renamed `key\\u0000<kind>`: a key of mixed kinds becomes one column per kind
+    for pyarrow.json, and the key itself is then rebuilt exactly from the parsed rows. A key
+    is always preceded by `{` or `,` in JSON text, which no string content can spell."""
+    for encoded in {orjson.dumps(key), json.dumps(key).encode()}:
+        pattern = re.compile(rb"([{,]\s*)" + re.escape(encoded) + rb"(\s*:\s*)([\"tf{\[])")
+        head = encoded[:-1] + b"\\u0000"
+        out, n = pattern.subn(lambda m: m[1] + head + _KIND_SUFFIX[m[3][0]] + b'"' + m[2] + m[3], data)
+        if n:
+            return out
+    return None
+
+
+def _read_page(data: bytes) -> tuple[pa.Table, list[str]] | None:
+    """The page as pyarrow.json reads it, with the keys of mixed kinds split by kind (returned
+    in the order split); None when pyarrow.json cannot read it even so."""
+    split: list[str] = []
+    for _ in range(MAX_SPLIT_KEYS + 1):
+        try:
+            table = pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 20))
+            return table, split
+        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
+            found = _CONFLICT.search(str(exc))
+            if found is None or len(split) == MAX_SPLIT_KEYS:
+                return None
+            path = found[1][1:]
+            for key in dict.fromkeys((path, path.split("/")[0])):
+                if key in split or _SPLIT in key:
+                    continue
+                renamed = _split_key(data, key)
+                if renamed is not None:
+                    data = renamed
+                    split.append(key)
+                    break
+            else:
+                return None
+    return None
 
 
 def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> pa.RecordBatch:
     """Build one record batch from W&B history row strings (one JSON object each).
 
-    The page is parsed as NDJSON by pyarrow.json (C++, strict about types: a key that is a
-    number in one row and a bool or string in another is an error, not a silent coercion).
-    Columns it cannot type by the contract (nested values, date-like strings) are rebuilt
-    from exactly parsed rows; pages it cannot read at all (mixed types, integers that may
-    not fit int64) take the exact path entirely.
+    The page is parsed as NDJSON by pyarrow.json (C++, strict about types). The fallback is
+    per column, never per page: columns it types by the contract stay as it read them; a
+    column it cannot (nested values, date-like strings, a float column that may hold an
+    integer beyond int64, a key of mixed kinds, which is split by kind so that the rest of the
+    page still reads) is rebuilt from exactly parsed rows, and only the rows where that column
+    has a value are parsed. Pages pyarrow.json cannot read even so take the exact path whole.
     """
     if not strings:
         return rows_to_batch([], first)
     data = "\n".join(strings).encode("utf-8")
-    try:
-        table = pa_json.read_json(
-            io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 20))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    read = _read_page(data)
+    if read is None:
         return rows_to_batch(parse_rows(strings), first)
+    table, split = read
     names = table.column_names
     schema = table.schema
     if (table.num_rows != len(strings) or len(set(names)) != len(names)
-            or (STEP in names and schema.field(STEP).type != pa.int64())
-            or _may_hold_huge_ints([table.column(i) for i, f in enumerate(schema)
-                                    if f.type == pa.float64()])):
+            or (STEP in names and schema.field(STEP).type != pa.int64())):
         return rows_to_batch(parse_rows(strings), first)
-    rows: list[dict[str, Any]] | None = None
-    ordered = [k for k in first if k in names] + [k for k in names if k not in first]
+    # Each output column: its name and the pyarrow columns it comes from.
+    members: dict[str, list[str]] = {}
+    for name in names:
+        base = name.split(_SPLIT)[0] if _SPLIT in name else name
+        members.setdefault(base if base in split else name, []).append(name)
+    exact = {k for k in split if k in members}
+    exact |= _huge_float_columns(table)
+    exact |= {name for name in members if name not in exact and table.column(name).type not in _FAST_TYPES}
+    values: dict[str, list[Any]] = {}
+    if exact:
+        needed = None
+        for key in exact:
+            for member in members[key]:
+                valid = table.column(member).is_valid()
+                needed = valid if needed is None else pc.or_(needed, valid)
+        if isinstance(needed, pa.ChunkedArray):
+            needed = needed.combine_chunks()
+        rows_at = pc.indices_nonzero(needed).to_pylist()
+        parsed = parse_rows([strings[i] for i in rows_at])
+        n = len(strings)
+        for key in exact:
+            column = values[key] = [None] * n
+            for i, row in zip(rows_at, parsed):
+                column[i] = row.get(key)
+    ordered = [k for k in first if k in members] + [k for k in members if k not in first]
     arrays, fields = [], []
     for name in ordered:
-        column = table.column(name)
-        if column.type in _FAST_TYPES:
-            arrays.append(column.combine_chunks() if column.num_chunks != 1 else column.chunk(0))
-            fields.append(pa.field(name, column.type))
+        if name in values:
+            array, is_json = _column(name, values[name])
+            arrays.append(array)
+            fields.append(pa.field(name, array.type, metadata=JSON_METADATA if is_json else None))
             continue
-        if rows is None:
-            rows = parse_rows(strings)
-        array, is_json = _column(name, [row.get(name) for row in rows])
-        arrays.append(array)
-        fields.append(pa.field(name, array.type, metadata=JSON_METADATA if is_json else None))
+        column = table.column(name)
+        arrays.append(column.combine_chunks() if column.num_chunks != 1 else column.chunk(0))
+        fields.append(pa.field(name, column.type))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
 
 
@@ -192,8 +267,28 @@ def _normalize_array(field: pa.Field, array: pa.Array) -> tuple[pa.Array, bool]:
         return pc.cast(array, pa.float64()), False
     elif pa.types.is_boolean(t) or pa.types.is_null(t):
         return array, False
+    if pa.types.is_struct(t) or pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t):
+        # W&B's export types (see the emulator's parquet_export.py): dicts as structs, a key of
+        # several kinds as a struct of `_type_<kind>` fields; a union may hold plain scalars.
+        return _column(field.name, [_from_parquet(v) for v in array.to_pylist()])
     values = array.to_pylist()
     return pa.array([None if v is None else _json_text(v) for v in values], pa.string()), True
+
+
+def _from_parquet(value: Any) -> Any:
+    """A value read from an exported Parquet struct/list/map back as it was logged: a struct's
+    null fields are keys the dict did not have, a struct of `_type_<kind>` fields is the one
+    value it holds, a map is a dict."""
+    kind = type(value)
+    if kind is dict:
+        if value and all(k.startswith("_type_") for k in value):
+            return next((_from_parquet(v) for v in value.values() if v is not None), None)
+        return {k: _from_parquet(v) for k, v in value.items() if v is not None}
+    if kind is list:
+        if value and all(type(v) is tuple and len(v) == 2 for v in value):
+            return {str(k): _from_parquet(v) for k, v in value}
+        return [_from_parquet(v) for v in value]
+    return value
 
 
 def batch_to_rows(batch: pa.RecordBatch | pa.Table, *, drop_nulls: bool = True) -> list[dict]:
