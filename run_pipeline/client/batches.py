@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import io
 import json
+import math
 import re
 from collections.abc import Sequence
 from typing import Any
@@ -24,6 +25,10 @@ from run_pipeline.client.transport import _may_be_rounded, parse_json
 
 STEP = "_step"
 JSON_METADATA = {b"run_pipeline.json": b"1"}
+#: Schema metadata of a batch whose JSON-text columns this module wrote itself, in canonical
+#: form (compact, UTF-8, NaN/±Infinity as the strings "NaN"/"Infinity"/"-Infinity"): the
+#: warehouse need not parse and write them again.
+CANONICAL_BATCH_METADATA = {b"run_pipeline.json_canonical": b"1"}
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _FAST_TYPES = (pa.int64(), pa.float64(), pa.bool_(), pa.string(), pa.null())
@@ -52,35 +57,56 @@ def parse_rows(strings: Sequence[str]) -> list[dict[str, Any]]:
     return rows
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
+_strict_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str,
+                                  check_circular=False).encode
+_json_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str, check_circular=False).encode
 
 
-def _column(name: str, values: list[Any]) -> tuple[pa.Array, bool]:
-    """Arrow array for one column by the batch contract; the flag says "holds JSON text"."""
+def _json_texts(values: list[Any]) -> tuple[pa.Array, bool]:
+    """JSON text of each value and whether all of it is canonical: a value holding NaN or
+    ±Infinity keeps JSON's NaN/Infinity tokens (so `batch_to_rows` gives it back exactly) and
+    is left to the warehouse to write canonically."""
+    out: list[str | None] = []
+    canonical = True
+    for v in values:
+        if v is None:
+            out.append(None)
+            continue
+        try:
+            out.append(_strict_encode(v))
+        except ValueError:
+            out.append(_json_text(v))
+            canonical = False
+    return pa.array(out, pa.string()), canonical
+
+
+def _column(name: str, values: list[Any]) -> tuple[pa.Array, bool, bool]:
+    """Arrow array for one column by the batch contract; the flags say "holds JSON text" and
+    "its JSON text is canonical"."""
     kinds = set(map(type, values))
     kinds.discard(type(None))
     if name == STEP and kinds <= {int, float}:
         # Go-encoded rows may carry `_step` as 1.0; the step is an integer by definition.
         ints = [None if v is None else int(v) for v in values]
-        return pa.array(ints, pa.int64()), False
+        return pa.array(ints, pa.int64()), False, True
     if not kinds:
-        return pa.nulls(len(values)), False
+        return pa.nulls(len(values)), False, True
     if kinds == {int}:
         try:
-            return pa.array(values, pa.int64()), False
+            return pa.array(values, pa.int64()), False, True
         except (OverflowError, pa.ArrowInvalid):
             pass
     elif kinds == {float} or kinds == {int, float}:
         if int not in kinds or all(
             INT64_MIN <= v <= INT64_MAX for v in values if type(v) is int
         ):
-            return pa.array(values, pa.float64()), False
+            return pa.array(values, pa.float64()), False, True
     elif kinds == {bool}:
-        return pa.array(values, pa.bool_()), False
+        return pa.array(values, pa.bool_()), False, True
     elif kinds == {str}:
-        return pa.array(values, pa.string()), False
-    return pa.array([None if v is None else _json_text(v) for v in values], pa.string()), True
+        return pa.array(values, pa.string()), False, True
+    array, canonical = _json_texts(values)
+    return array, True, canonical
 
 
 def rows_to_batch(rows: Sequence[dict[str, Any]], first: Sequence[str] = (STEP,)) -> pa.RecordBatch:
@@ -95,11 +121,13 @@ def rows_to_batch(rows: Sequence[dict[str, Any]], first: Sequence[str] = (STEP,)
             col[i] = value
     names = [k for k in first if k in columns] + [k for k in columns if k not in first]
     arrays, fields = [], []
+    canonical = True
     for name in names:
-        array, is_json = _column(name, columns[name])
+        array, is_json, exact_text = _column(name, columns[name])
+        canonical = canonical and exact_text
         arrays.append(array)
         fields.append(pa.field(name, array.type, metadata=JSON_METADATA if is_json else None))
-    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=_batch_metadata(canonical)))
 
 
 def _huge_float_columns(table: pa.Table) -> set[str]:
@@ -133,30 +161,51 @@ MAX_SPLIT_KEYS = 8
 
 
 def _split_key(data: bytes, key: str) -> bytes | None:
-    """`data` with every top-level-or-nested occurrence of `key` whose value is a string, bool,
-    object or array renamed `key\\u0000<kind>`: a key of mixed kinds becomes one column per kind
-    for pyarrow.json, and the key itself is then rebuilt exactly from the parsed rows. A key
-    is always preceded by `{` or `,` in JSON text, which no string content can spell."""
-    for encoded in {orjson.dumps(key), json.dumps(key).encode()}:
-        pattern = re.compile(rb"([{,]\s*)" + re.escape(encoded) + rb"(\s*:\s*)([\"tf{\[])")
+    """`data` with every occurrence of `key` whose value is a string, bool, object or array
+    renamed `key\\u0000<kind>`: a key of mixed kinds becomes one column per kind for
+    pyarrow.json, and the key itself is then rebuilt exactly from the parsed rows. A key is
+    always preceded by `{` or `,` in JSON text, which no string content can spell. Compact
+    text (as W&B and the emulator send) is rewritten with plain replaces; other spacing with
+    a regular expression."""
+    for encoded in dict.fromkeys((orjson.dumps(key), json.dumps(key).encode())):
         head = encoded[:-1] + b"\\u0000"
+        out = data
+        for lead in (b",", b"{"):
+            for first, kind in _KIND_SUFFIX.items():
+                tail = b":" + bytes((first,))
+                out = out.replace(lead + encoded + tail, lead + head + kind + b'"' + tail)
+        if out != data:
+            return out
+        pattern = re.compile(rb"([{,]\s*)" + re.escape(encoded) + rb"(\s*:\s*)([\"tf{\[])")
         out, n = pattern.subn(lambda m: m[1] + head + _KIND_SUFFIX[m[3][0]] + b'"' + m[2] + m[3], data)
         if n:
             return out
     return None
 
 
+#: Keys met with values of several kinds on recent pages; later pages split them up front, so
+#: pyarrow.json reads them once instead of failing first (splitting a key that is not mixed on
+#: a page only costs rebuilding it exactly from the few rows that hold it).
+_MIXED_KEYS: dict[str, None] = {}
+MIXED_KEYS_KEPT = 32
+
+
 def _read_page(data: bytes) -> tuple[pa.Table, list[str]] | None:
     """The page as pyarrow.json reads it, with the keys of mixed kinds split by kind (returned
     in the order split); None when pyarrow.json cannot read it even so."""
     split: list[str] = []
+    for key in list(_MIXED_KEYS):
+        renamed = _split_key(data, key)
+        if renamed is not None:
+            data = renamed
+            split.append(key)
     for _ in range(MAX_SPLIT_KEYS + 1):
         try:
             table = pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 20))
             return table, split
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             found = _CONFLICT.search(str(exc))
-            if found is None or len(split) == MAX_SPLIT_KEYS:
+            if found is None or len(split) >= MAX_SPLIT_KEYS:
                 return None
             path = found[1][1:]
             for key in dict.fromkeys((path, path.split("/")[0])):
@@ -166,6 +215,9 @@ def _read_page(data: bytes) -> tuple[pa.Table, list[str]] | None:
                 if renamed is not None:
                     data = renamed
                     split.append(key)
+                    _MIXED_KEYS[key] = None
+                    while len(_MIXED_KEYS) > MIXED_KEYS_KEPT:
+                        del _MIXED_KEYS[next(iter(_MIXED_KEYS))]
                     break
             else:
                 return None
@@ -220,26 +272,29 @@ def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> 
                 column[i] = row.get(key)
     ordered = [k for k in first if k in members] + [k for k in members if k not in first]
     arrays, fields = [], []
+    canonical = True
     for name in ordered:
         if name in values:
-            array, is_json = _column(name, values[name])
+            array, is_json, exact_text = _column(name, values[name])
+            canonical = canonical and exact_text
             arrays.append(array)
             fields.append(pa.field(name, array.type, metadata=JSON_METADATA if is_json else None))
             continue
         column = table.column(name)
         arrays.append(column.combine_chunks() if column.num_chunks != 1 else column.chunk(0))
         fields.append(pa.field(name, column.type))
-    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=_batch_metadata(canonical)))
 
 
 def normalize_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Bring a batch read from exported Parquet under the batch contract."""
     arrays, fields = [], []
+    canonical = True
     for field, array in zip(batch.schema, batch.columns, strict=True):
-        array, is_json = _normalize_array(field, array)
+        array, metadata, exact_text = _normalize_array(field, array)
+        canonical = canonical and exact_text
         if field.name == STEP and array.type != pa.int64():
             array = pc.cast(array, pa.int64())
-        metadata = JSON_METADATA if is_json else None
         arrays.append(array)
         fields.append(pa.field(field.name, array.type, metadata=metadata))
     names = [f.name for f in fields]
@@ -247,32 +302,53 @@ def normalize_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
         i for i, n in enumerate(names) if n != STEP
     ]
     return pa.RecordBatch.from_arrays(
-        [arrays[i] for i in order], schema=pa.schema([fields[i] for i in order])
+        [arrays[i] for i in order],
+        schema=pa.schema([fields[i] for i in order], metadata=_batch_metadata(canonical)),
     )
 
 
-def _normalize_array(field: pa.Field, array: pa.Array) -> tuple[pa.Array, bool]:
+def _batch_metadata(canonical: bool) -> dict | None:
+    return CANONICAL_BATCH_METADATA if canonical else None
+
+
+def _normalize_array(field: pa.Field, array: pa.Array) -> tuple[pa.Array, dict | None, bool]:
+    """The array under the batch contract, its field metadata (JSON text or not) and whether
+    JSON text in it is canonical (text taken over from the file is not known to be)."""
     t = array.type
     if pa.types.is_dictionary(t):
         array = array.dictionary_decode()
         t = array.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return pc.cast(array, pa.string()), is_json_field(field)
+        is_json = is_json_field(field)
+        return pc.cast(array, pa.string()), JSON_METADATA if is_json else None, not is_json
     if pa.types.is_integer(t):
         try:
-            return pc.cast(array, pa.int64()), False
+            return pc.cast(array, pa.int64()), None, True
         except pa.ArrowInvalid:
             pass
     elif pa.types.is_floating(t):
-        return pc.cast(array, pa.float64()), False
+        return pc.cast(array, pa.float64()), None, True
     elif pa.types.is_boolean(t) or pa.types.is_null(t):
-        return array, False
+        return array, None, True
     if pa.types.is_struct(t) or pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t):
         # W&B's export types (see the emulator's parquet_export.py): dicts as structs, a key of
         # several kinds as a struct of `_type_<kind>` fields; a union may hold plain scalars.
-        return _column(field.name, [_from_parquet(v) for v in array.to_pylist()])
-    values = array.to_pylist()
-    return pa.array([None if v is None else _json_text(v) for v in values], pa.string()), True
+        array, is_json, exact_text = _column(field.name, _values(array, _from_parquet))
+        return array, JSON_METADATA if is_json else None, exact_text
+    array, exact_text = _json_texts(_values(array, lambda v: v))
+    return array, JSON_METADATA, exact_text
+
+
+def _values(array: pa.Array, convert) -> list[Any]:
+    """`convert` of each value of `array`, None where it is null; nulls cost nothing (history
+    columns of media and histograms are mostly null)."""
+    if array.null_count == 0:
+        return [convert(v) for v in array.to_pylist()]
+    out: list[Any] = [None] * len(array)
+    valid = array.is_valid()
+    for i, v in zip(pc.indices_nonzero(valid).to_pylist(), array.filter(valid).to_pylist()):
+        out[i] = convert(v)
+    return out
 
 
 def _from_parquet(value: Any) -> Any:

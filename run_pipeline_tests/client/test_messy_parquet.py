@@ -72,3 +72,20 @@ def test_messy_parquet_export_has_the_sdk_readers_types(messy_server):
     readable = (pa.types.is_integer, pa.types.is_floating, pa.types.is_string, pa.types.is_boolean,
                 pa.types.is_list, pa.types.is_struct)
     assert all(any(ok(f.type) for ok in readable) for f in schema), schema
+
+
+def test_json_text_the_client_writes_is_stored_canonical(messy_server, tmp_path):
+    # The warehouse stores client JSON text as it is when the batch says it is canonical:
+    # it must equal what the warehouse's own canonical form would be.
+    from run_pipeline.warehouse.schema import JSON_FIELD_KEY, canonical_json
+
+    _export(messy_server, "live", tmp_path / "live")
+    checked = 0
+    for path in (tmp_path / "live" / "history").rglob("*.parquet"):
+        table = pq.read_table(path)
+        for field in table.schema:
+            if field.metadata and field.metadata.get(JSON_FIELD_KEY) == b"1":
+                values = [v for v in table.column(field.name).to_pylist() if v is not None]
+                assert values == [canonical_json(v) for v in values], field.name
+                checked += len(values)
+    assert checked > 500
