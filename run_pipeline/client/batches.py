@@ -224,6 +224,26 @@ def _read_page(data: bytes) -> tuple[pa.Table, list[str]] | None:
     return None
 
 
+def _exact_rows(strings: Sequence[str], keys: set[str]) -> list[dict[str, Any]]:
+    """Parse rows for the values of `keys` only: as `parse_rows`, but the check for integers
+    orjson may have rounded walks those values alone (the other columns come from pyarrow)."""
+    try:
+        rows = orjson.loads("[" + ",".join(strings) + "]")
+    except orjson.JSONDecodeError:  # NaN/Infinity tokens somewhere on the page
+        rows = [_loads_lenient(s) for s in strings]
+    if _may_be_rounded([row.get(k) for row in rows for k in keys]):
+        rows = [row if not _may_be_rounded([row.get(k) for k in keys]) else parse_json(s)
+                for row, s in zip(rows, strings)]
+    return rows
+
+
+def _loads_lenient(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return parse_json(text)
+
+
 def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> pa.RecordBatch:
     """Build one record batch from W&B history row strings (one JSON object each).
 
@@ -246,25 +266,27 @@ def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> 
     if (table.num_rows != len(strings) or len(set(names)) != len(names)
             or (STEP in names and schema.field(STEP).type != pa.int64())):
         return rows_to_batch(parse_rows(strings), first)
-    # Each output column: its name and the pyarrow columns it comes from.
+    # Each output column: its name and the pyarrow columns it comes from (by name: a table's
+    # lookup by name scans its columns, which on a page of thousands of keys adds up).
+    by_name = dict(zip(names, table.columns))
     members: dict[str, list[str]] = {}
     for name in names:
         base = name.split(_SPLIT)[0] if _SPLIT in name else name
         members.setdefault(base if base in split else name, []).append(name)
     exact = {k for k in split if k in members}
     exact |= _huge_float_columns(table)
-    exact |= {name for name in members if name not in exact and table.column(name).type not in _FAST_TYPES}
+    exact |= {name for name, t in zip(names, schema.types) if t not in _FAST_TYPES and name in members}
     values: dict[str, list[Any]] = {}
     if exact:
         needed = None
         for key in exact:
             for member in members[key]:
-                valid = table.column(member).is_valid()
+                valid = by_name[member].is_valid()
                 needed = valid if needed is None else pc.or_(needed, valid)
         if isinstance(needed, pa.ChunkedArray):
             needed = needed.combine_chunks()
         rows_at = pc.indices_nonzero(needed).to_pylist()
-        parsed = parse_rows([strings[i] for i in rows_at])
+        parsed = _exact_rows([strings[i] for i in rows_at], exact)
         n = len(strings)
         for key in exact:
             column = values[key] = [None] * n
@@ -280,7 +302,7 @@ def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> 
             arrays.append(array)
             fields.append(pa.field(name, array.type, metadata=JSON_METADATA if is_json else None))
             continue
-        column = table.column(name)
+        column = by_name[name]
         arrays.append(column.combine_chunks() if column.num_chunks != 1 else column.chunk(0))
         fields.append(pa.field(name, column.type))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=_batch_metadata(canonical)))
@@ -333,7 +355,8 @@ def _normalize_array(field: pa.Field, array: pa.Array) -> tuple[pa.Array, dict |
     if pa.types.is_struct(t) or pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t):
         # W&B's export types (see the emulator's parquet_export.py): dicts as structs, a key of
         # several kinds as a struct of `_type_<kind>` fields; a union may hold plain scalars.
-        array, is_json, exact_text = _column(field.name, _values(array, _from_parquet))
+        convert = _from_parquet if _needs_rebuild(array) else _as_is
+        array, is_json, exact_text = _column(field.name, _values(array, convert))
         return array, JSON_METADATA if is_json else None, exact_text
     array, exact_text = _json_texts(_values(array, lambda v: v))
     return array, JSON_METADATA, exact_text
@@ -349,6 +372,24 @@ def _values(array: pa.Array, convert) -> list[Any]:
     for i, v in zip(pc.indices_nonzero(valid).to_pylist(), array.filter(valid).to_pylist()):
         out[i] = convert(v)
     return out
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _needs_rebuild(array: pa.Array) -> bool:
+    """Whether values of a nested column read as Python differ from what was logged: a union
+    struct, a map, or a struct field null where its struct is not (a dict without that key).
+    Dense media, histogram and table columns need none of that."""
+    t = array.type
+    if pa.types.is_struct(t):
+        if any(t.field(i).name.startswith("_type_") for i in range(t.num_fields)):
+            return True
+        return any(child.null_count > array.null_count or _needs_rebuild(child) for child in array.flatten())
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _needs_rebuild(array.flatten())
+    return pa.types.is_map(t)
 
 
 def _from_parquet(value: Any) -> Any:

@@ -89,3 +89,24 @@ def test_json_text_the_client_writes_is_stored_canonical(messy_server, tmp_path)
                 assert values == [canonical_json(v) for v in values], field.name
                 checked += len(values)
     assert checked > 500
+
+
+def test_exported_structs_unions_and_lists_read_back_as_logged():
+    from run_pipeline.client import batch_to_rows
+    from run_pipeline.client.batches import normalize_batch
+
+    media = pa.array([{"_type": "image-file", "sha256": "ab" * 32, "size": 3}, None,
+                      {"_type": "image-file", "sha256": "cd" * 32, "size": None}],
+                     pa.struct([("_type", pa.string()), ("sha256", pa.string()), ("size", pa.int64())]))
+    mixed = pa.array([{"_type_number": 200}, {"_type_string": "n/a"}, None],
+                     pa.struct([("_type_number", pa.int64()), ("_type_string", pa.string())]))
+    nested = pa.array([[{"a": 1.5}], [], None], pa.list_(pa.struct([("a", pa.float64())])))
+    batch = pa.RecordBatch.from_arrays([pa.array([0, 1, 2]), media, mixed, nested],
+                                       ["_step", "examples", "status_code", "nested"])
+    rows = batch_to_rows(normalize_batch(batch))
+    assert rows == [
+        {"_step": 0, "examples": {"_type": "image-file", "sha256": "ab" * 32, "size": 3}, "status_code": 200,
+         "nested": [{"a": 1.5}]},
+        {"_step": 1, "status_code": "n/a", "nested": []},
+        {"_step": 2, "examples": {"_type": "image-file", "sha256": "cd" * 32}},
+    ]
