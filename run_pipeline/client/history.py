@@ -37,6 +37,8 @@ if TYPE_CHECKING:
 MAX_WINDOW_FACTOR = 64
 #: Bytes read at a time from each column of an exported Parquet file.
 PARQUET_READ_BUFFER = 64 * 1024
+#: At most about this many values (rows × columns) per batch read from an exported file.
+PARQUET_BATCH_CELLS = 8_192 * 128
 #: Without `eventsLineCount`, ask for this many system-metric rows.
 LARGE_SAMPLES = 10_000_000
 
@@ -306,6 +308,8 @@ def _read_parquet(path: str, min_step: int, max_step: int | None,
     # Read in 64 KiB pieces, without pre-buffering: an export is often one large row group,
     # which would otherwise be held whole (peak memory growing with the run's length).
     pf = pq.ParquetFile(path, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
+    # Wide files (thousands of keys) in fewer rows per batch: memory stays flat in the keys.
+    batch_rows = max(256, min(batch_rows, PARQUET_BATCH_CELLS // max(1, pf.metadata.num_columns)))
     for raw in pf.iter_batches(batch_size=batch_rows, use_threads=False):
         batch = normalize_batch(raw)
         if STEP not in batch.schema.names:

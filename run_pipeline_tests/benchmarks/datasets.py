@@ -38,10 +38,10 @@ class Sizes:
 
 FULL = Sizes(long_steps=200_000, long_metrics=50, pvl_steps=50_000, many_projects=3, many_runs=300,
              many_steps=2_000, many_metrics=30, nightly_grown=3, nightly_new_steps=500, nightly_new_runs=2,
-             messy_steps=200_000, wide_steps=20_000)
+             messy_steps=200_000, wide_steps=5_000)
 QUICK = Sizes(long_steps=10_000, long_metrics=50, pvl_steps=5_000, many_projects=3, many_runs=30,
               many_steps=500, many_metrics=30, nightly_grown=3, nightly_new_steps=100, nightly_new_runs=2,
-              messy_steps=10_000, wide_steps=2_000)
+              messy_steps=10_000, wide_steps=1_000)
 
 
 @dataclass
