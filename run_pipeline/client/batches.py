@@ -9,18 +9,15 @@ Missing values are null; rows keep their order (repeated steps included).
 
 from __future__ import annotations
 
-import io
 import json
-import math
-import re
 from collections.abc import Sequence
 from typing import Any
 
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 
+from run_pipeline.client.ndjson_page import SPLIT, huge_float_columns, read_page
 from run_pipeline.client.transport import _may_be_rounded, parse_json
 
 STEP = "_step"
@@ -130,100 +127,6 @@ def rows_to_batch(rows: Sequence[dict[str, Any]], first: Sequence[str] = (STEP,)
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=_batch_metadata(canonical)))
 
 
-def _huge_float_columns(table: pa.Table) -> set[str]:
-    """Float columns that may hold an integer beyond int64: pyarrow.json reads one into a
-    double >= 2**63 in magnitude, and such a column must be rebuilt exactly (a real float that
-    large only costs speed). Decided from the parsed values: all the page's float columns are
-    checked at once, as one chunked array (no copy), and only when that finds a large value
-    is each column checked."""
-    floats = [name for name, t in zip(table.column_names, table.schema.types) if t == pa.float64()]
-    if not floats or not _has_huge(pa.chunked_array(
-            [c for name in floats for c in table.column(name).chunks], pa.float64())):
-        return set()
-    return {name for name in floats if _has_huge(table.column(name))}
-
-
-def _has_huge(values: pa.ChunkedArray) -> bool:
-    bounds = pc.min_max(values)  # NaN-blind
-    low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    if low is None or (-(2.0**63) < low and high < 2.0**63):
-        return False
-    finite = pc.filter(values, pc.is_finite(values))  # ±Infinity is a float, not a huge int
-    return len(finite) > 0 and pc.max(pc.abs(finite)).as_py() >= 2.0**63
-
-
-_CONFLICT = re.compile(r"Column\((/.*)\) changed from ")
-#: A key's value kind by the first character after its colon, for the keys split by kind.
-_KIND_SUFFIX = {ord('"'): b"s", ord("t"): b"b", ord("f"): b"b", ord("{"): b"o", ord("["): b"a"}
-_SPLIT = "\x00"
-#: Keys split at most this many times per page before the page takes the exact path whole.
-MAX_SPLIT_KEYS = 8
-
-
-def _split_key(data: bytes, key: str) -> bytes | None:
-    """`data` with every occurrence of `key` whose value is a string, bool, object or array
-    renamed `key\\u0000<kind>`: a key of mixed kinds becomes one column per kind for
-    pyarrow.json, and the key itself is then rebuilt exactly from the parsed rows. A key is
-    always preceded by `{` or `,` in JSON text, which no string content can spell. Compact
-    text (as W&B and the emulator send) is rewritten with plain replaces; other spacing with
-    a regular expression."""
-    for encoded in dict.fromkeys((orjson.dumps(key), json.dumps(key).encode())):
-        head = encoded[:-1] + b"\\u0000"
-        out = data
-        for lead in (b",", b"{"):
-            for first, kind in _KIND_SUFFIX.items():
-                tail = b":" + bytes((first,))
-                out = out.replace(lead + encoded + tail, lead + head + kind + b'"' + tail)
-        if out != data:
-            return out
-        pattern = re.compile(rb"([{,]\s*)" + re.escape(encoded) + rb"(\s*:\s*)([\"tf{\[])")
-        out, n = pattern.subn(lambda m: m[1] + head + _KIND_SUFFIX[m[3][0]] + b'"' + m[2] + m[3], data)
-        if n:
-            return out
-    return None
-
-
-#: Keys met with values of several kinds on recent pages; later pages split them up front, so
-#: pyarrow.json reads them once instead of failing first (splitting a key that is not mixed on
-#: a page only costs rebuilding it exactly from the few rows that hold it).
-_MIXED_KEYS: dict[str, None] = {}
-MIXED_KEYS_KEPT = 32
-
-
-def _read_page(data: bytes) -> tuple[pa.Table, list[str]] | None:
-    """The page as pyarrow.json reads it, with the keys of mixed kinds split by kind (returned
-    in the order split); None when pyarrow.json cannot read it even so."""
-    split: list[str] = []
-    for key in list(_MIXED_KEYS):
-        renamed = _split_key(data, key)
-        if renamed is not None:
-            data = renamed
-            split.append(key)
-    for _ in range(MAX_SPLIT_KEYS + 1):
-        try:
-            table = pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 20))
-            return table, split
-        except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
-            found = _CONFLICT.search(str(exc))
-            if found is None or len(split) >= MAX_SPLIT_KEYS:
-                return None
-            path = found[1][1:]
-            for key in dict.fromkeys((path, path.split("/")[0])):
-                if key in split or _SPLIT in key:
-                    continue
-                renamed = _split_key(data, key)
-                if renamed is not None:
-                    data = renamed
-                    split.append(key)
-                    _MIXED_KEYS[key] = None
-                    while len(_MIXED_KEYS) > MIXED_KEYS_KEPT:
-                        del _MIXED_KEYS[next(iter(_MIXED_KEYS))]
-                    break
-            else:
-                return None
-    return None
-
-
 def _exact_rows(strings: Sequence[str], keys: set[str]) -> list[dict[str, Any]]:
     """Parse rows for the values of `keys` only: as `parse_rows`, but the check for integers
     orjson may have rounded walks those values alone (the other columns come from pyarrow)."""
@@ -257,7 +160,7 @@ def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> 
     if not strings:
         return rows_to_batch([], first)
     data = "\n".join(strings).encode("utf-8")
-    read = _read_page(data)
+    read = read_page(data)
     if read is None:
         return rows_to_batch(parse_rows(strings), first)
     table, split = read
@@ -271,10 +174,10 @@ def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> 
     by_name = dict(zip(names, table.columns))
     members: dict[str, list[str]] = {}
     for name in names:
-        base = name.split(_SPLIT)[0] if _SPLIT in name else name
+        base = name.split(SPLIT)[0] if SPLIT in name else name
         members.setdefault(base if base in split else name, []).append(name)
     exact = {k for k in split if k in members}
-    exact |= _huge_float_columns(table)
+    exact |= huge_float_columns(table)
     exact |= {name for name, t in zip(names, schema.types) if t not in _FAST_TYPES and name in members}
     values: dict[str, list[Any]] = {}
     if exact:

@@ -216,7 +216,9 @@ def _infer(log: RowLog) -> tuple[pa.Schema, dict[str, _Node]] | None:
     return pa.schema(fields), nodes
 
 
+#: Inferred layouts of runs that are not plain scalars, by (history file, rows, bytes).
 _schemas: dict[tuple[str, int, int], tuple[pa.Schema, dict[str, _Node]] | None] = {}
+SCHEMAS_KEPT = 256
 
 
 def history_schema(log: RowLog) -> pa.Schema | None:
@@ -231,6 +233,8 @@ def _layout(log: RowLog) -> tuple[pa.Schema, dict[str, _Node] | None] | None:
         return plain, None
     key = (str(log.path), len(log), log.path.stat().st_size)
     if key not in _schemas:
+        while len(_schemas) >= SCHEMAS_KEPT:
+            del _schemas[next(iter(_schemas))]
         _schemas[key] = _infer(log)
     return _schemas[key]
 

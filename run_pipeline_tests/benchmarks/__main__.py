@@ -105,6 +105,11 @@ def _why_slow(m: Measurement, results: list[Measurement], scenario: str) -> str:
     if m.cpu:
         parts.append(f"run_pipeline used {m.cpu:.1f} CPU-s in {m.seconds:.1f} s on {cores} cores "
                      f"({m.cpu / (m.seconds * cores):.0%} of the machine, the emulator serving it shares the rest)")
+    load = report.load_average()
+    if load and m.cpu and m.cpu < m.seconds * 0.8:
+        parts.append(f"the machine's 1-minute load average was {load[0]:.1f} (on {cores} cores) when the targets "
+                     f"were printed: at least {m.seconds - m.cpu:.1f} s of the {m.seconds:.1f} s went to waiting for a core "
+                     "or for the server")
     wire = _find(results, scenario, "wire")
     if wire:
         parts.append(f"it runs at {m.rows_per_second / wire.rows_per_second:.0%} of the wire limit, "

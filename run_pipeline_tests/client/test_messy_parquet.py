@@ -5,6 +5,8 @@ types the W&B SDK's reader of exported history expects."""
 
 from __future__ import annotations
 
+import json
+
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
@@ -110,3 +112,25 @@ def test_exported_structs_unions_and_lists_read_back_as_logged():
         {"_step": 1, "status_code": "n/a", "nested": []},
         {"_step": 2, "examples": {"_type": "image-file", "sha256": "cd" * 32}},
     ]
+
+
+def test_live_page_with_mixed_keys_matches_the_exact_path():
+    # Keys of mixed kinds (plain, quoted, unicode), NaN rows, a huge int inside a dict, hex
+    # digests: the per-column path gives what parsing every row exactly gives.
+    from run_pipeline.client.batches import parse_rows, rows_to_batch, strings_to_batch
+
+    page = []
+    for i in range(300):
+        row = {"_step": i, "loss": i / 7, "status_code": "n/a" if i % 50 == 0 else 200,
+               'say "hi"': True if i % 3 == 0 else 1.5, "métrica": [i] if i % 7 == 0 else "x",
+               "sha": "%064x" % (i * 10**30)}
+        if i % 40 == 0:
+            row["img"] = {"_type": "image-file", "sha256": "%064d" % i, "n": 2**64 + i}
+        page.append(json.dumps(row, ensure_ascii=i % 2 == 0))
+    page[5] = page[5].replace('"loss": 0.7142857142857143', '"loss": NaN')
+    fast = strings_to_batch(page)
+    exact = rows_to_batch(parse_rows(page))
+    assert fast.schema.names == exact.schema.names
+    assert fast.to_pylist() == exact.to_pylist() or str(fast.to_pylist()) == str(exact.to_pylist())
+    assert [fast.schema.field(n).metadata for n in fast.schema.names] == \
+        [exact.schema.field(n).metadata for n in exact.schema.names]
