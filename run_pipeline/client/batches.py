@@ -63,18 +63,18 @@ def _json_texts(values: list[Any]) -> tuple[pa.Array, bool]:
     """JSON text of each value and whether all of it is canonical: a value holding NaN or
     ±Infinity keeps JSON's NaN/Infinity tokens (so `batch_to_rows` gives it back exactly) and
     is left to the warehouse to write canonically."""
+    encode = _strict_encode
+    try:
+        return pa.array([None if v is None else encode(v) for v in values], pa.string()), True
+    except ValueError:  # some value holds NaN or ±Infinity: only those keep the tokens
+        pass
     out: list[str | None] = []
-    canonical = True
     for v in values:
-        if v is None:
-            out.append(None)
-            continue
         try:
-            out.append(_strict_encode(v))
+            out.append(None if v is None else encode(v))
         except ValueError:
             out.append(_json_text(v))
-            canonical = False
-    return pa.array(out, pa.string()), canonical
+    return pa.array(out, pa.string()), False
 
 
 def _column(name: str, values: list[Any]) -> tuple[pa.Array, bool, bool]:
