@@ -49,17 +49,22 @@ def _split_key(data: bytes, key: str) -> bytes | None:
     renamed `key\\u0000<kind>`: a key of mixed kinds becomes one column per kind for
     pyarrow.json, and the key itself is then rebuilt exactly from the parsed rows. A key is
     always preceded by `{` or `,` in JSON text, which no string content can spell. Compact
-    text (as W&B and the emulator send) is rewritten with plain replaces; other spacing with
-    a regular expression."""
+    text (as W&B and the emulator send) is rewritten in one pass over the page; other spacing
+    with a regular expression. None when nothing was renamed."""
     for encoded in dict.fromkeys((orjson.dumps(key), json.dumps(key).encode())):
         head = encoded[:-1] + b"\\u0000"
-        out = data
-        for lead in (b",", b"{"):
-            for first, kind in _KIND_SUFFIX.items():
-                tail = b":" + bytes((first,))
-                out = out.replace(lead + encoded + tail, lead + head + kind + b'"' + tail)
-        if out != data:
-            return out
+        pieces = data.split(encoded + b":")
+        if len(pieces) > 1:
+            out, renamed = [pieces[0]], False
+            for before, piece in zip(pieces, pieces[1:]):
+                kind = _KIND_SUFFIX.get(piece[0]) if piece else None
+                if kind is not None and before[-1:] in (b",", b"{"):
+                    out.append(head + kind + b'":')
+                    renamed = True
+                else:
+                    out.append(encoded + b":")
+                out.append(piece)
+            return b"".join(out) if renamed else None
         pattern = re.compile(rb"([{,]\s*)" + re.escape(encoded) + rb"(\s*:\s*)([\"tf{\[])")
         out, n = pattern.subn(lambda m: m[1] + head + _KIND_SUFFIX[m[3][0]] + b'"' + m[2] + m[3], data)
         if n:
