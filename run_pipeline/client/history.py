@@ -38,7 +38,7 @@ MAX_WINDOW_FACTOR = 64
 #: Bytes read at a time from each column of an exported Parquet file.
 PARQUET_READ_BUFFER = 64 * 1024
 #: At most about this many values (rows × columns) per batch read from an exported file.
-PARQUET_BATCH_CELLS = 8_192 * 128
+PARQUET_BATCH_CELLS = 8_192 * 256
 #: Without `eventsLineCount`, ask for this many system-metric rows.
 LARGE_SAMPLES = 10_000_000
 
