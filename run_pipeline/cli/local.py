@@ -64,6 +64,15 @@ def cmd_sample_data(args: argparse.Namespace) -> int:
     from run_pipeline.emulator.sample import generate
 
     check_output_dir(Path(args.dir), "DIR")
+    if args.messy or args.wide:
+        from run_pipeline.emulator.messy import generate_shaped_run
+
+        for shape in [s for s in ("messy", "wide") if getattr(args, s)]:
+            run = generate_shaped_run(Path(args.dir) / args.entity / shape / f"{shape[:4]}run1",
+                                      shape=shape, steps=args.steps, seed=args.seed)
+            print(f"wrote the {shape} run {run.run_id} ({run.history_rows} history rows, {run.keys} keys) "
+                  f"to {run.run_dir}")
+        return EXIT_OK
     if args.hostile:
         hostile = generate_hostile(Path(args.dir), seed=args.seed)
         refused = sum(1 for r in hostile.runs if r.refused)

@@ -33,7 +33,9 @@ class Progress:
             self.runs_bar.update(1)
             self.rows_bar.update(rows)
         elif not self.quiet:
-            print(f"[{self.done}/{self.total}] {label}: {message}", file=sys.stderr, flush=True)
+            # One write (print makes two): a Ctrl-C between them would glue the next line to this one.
+            sys.stderr.write(f"[{self.done}/{self.total}] {label}: {message}\n")
+            sys.stderr.flush()
 
     def close(self) -> None:
         if self.tty:

@@ -153,6 +153,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=0, help="random seed (default 0)")
     p.add_argument("--hostile", action="store_true",
                    help="write the hostile corpus instead (odd keys, values, steps and names; a 5 MB config)")
+    p.add_argument("--messy", action="store_true",
+                   help="write one run of --steps rows holding every real-world value shape instead (media, "
+                        "histograms, tables, nested dicts, lists, mixed types, huge ints, NaN/Infinity, odd keys)")
+    p.add_argument("--wide", action="store_true",
+                   help="write one run of --steps rows over 2,000 distinct keys, 50 per row, instead")
     p.set_defaults(func=cmd_sample_data)
     return parser
 

@@ -9,7 +9,6 @@ Missing values are null; rows keep their order (repeated steps included).
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Sequence
 from typing import Any
@@ -17,12 +16,16 @@ from typing import Any
 import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
-import pyarrow.json as pa_json
 
-from run_pipeline.client.transport import may_hold_big_ints, parse_json
+from run_pipeline.client.ndjson_page import SPLIT, huge_float_columns, read_page
+from run_pipeline.client.transport import _may_be_rounded, parse_json
 
 STEP = "_step"
 JSON_METADATA = {b"run_pipeline.json": b"1"}
+#: Schema metadata of a batch whose JSON-text columns this module wrote itself, in canonical
+#: form (compact, UTF-8, NaN/±Infinity as the strings "NaN"/"Infinity"/"-Infinity"): the
+#: warehouse need not parse and write them again.
+CANONICAL_BATCH_METADATA = {b"run_pipeline.json_canonical": b"1"}
 INT64_MIN, INT64_MAX = -(2**63), 2**63 - 1
 
 _FAST_TYPES = (pa.int64(), pa.float64(), pa.bool_(), pa.string(), pa.null())
@@ -34,47 +37,73 @@ def is_json_field(field: pa.Field) -> bool:
 
 
 def parse_rows(strings: Sequence[str]) -> list[dict[str, Any]]:
-    """Parse W&B history row strings; accepts NaN/Infinity and integers of any size."""
+    """Parse W&B history row strings; accepts NaN/Infinity and integers of any size.
+
+    The page is parsed at once by orjson; whether it may have rounded an integer beyond 64
+    bits is decided from the parsed values (a walk that skips string contents, so a hex digest
+    costs nothing). Rows orjson rejects (NaN/Infinity tokens) or may have rounded are parsed
+    one by one, exactly."""
     if not strings:
         return []
-    page = "[" + ",".join(strings) + "]"
-    if not may_hold_big_ints(page):
+    try:
+        rows = orjson.loads("[" + ",".join(strings) + "]")
+    except orjson.JSONDecodeError:
+        return [parse_json(s) for s in strings]
+    if _may_be_rounded(rows):
+        return [parse_json(s) for s in strings]
+    return rows
+
+
+_strict_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, allow_nan=False, default=str,
+                                  check_circular=False).encode
+_json_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str, check_circular=False).encode
+
+
+def _json_texts(values: list[Any]) -> tuple[pa.Array, bool]:
+    """JSON text of each value and whether all of it is canonical: a value holding NaN or
+    ±Infinity keeps JSON's NaN/Infinity tokens (so `batch_to_rows` gives it back exactly) and
+    is left to the warehouse to write canonically."""
+    encode = _strict_encode
+    try:
+        return pa.array([None if v is None else encode(v) for v in values], pa.string()), True
+    except ValueError:  # some value holds NaN or ±Infinity: only those keep the tokens
+        pass
+    out: list[str | None] = []
+    for v in values:
         try:
-            return orjson.loads(page)
-        except orjson.JSONDecodeError:
-            pass
-    return [parse_json(s) for s in strings]
+            out.append(None if v is None else encode(v))
+        except ValueError:
+            out.append(_json_text(v))
+    return pa.array(out, pa.string()), False
 
 
-def _json_text(value: Any) -> str:
-    return json.dumps(value, separators=(",", ":"), ensure_ascii=False, default=str)
-
-
-def _column(name: str, values: list[Any]) -> tuple[pa.Array, bool]:
-    """Arrow array for one column by the batch contract; the flag says "holds JSON text"."""
+def _column(name: str, values: list[Any]) -> tuple[pa.Array, bool, bool]:
+    """Arrow array for one column by the batch contract; the flags say "holds JSON text" and
+    "its JSON text is canonical"."""
     kinds = set(map(type, values))
     kinds.discard(type(None))
     if name == STEP and kinds <= {int, float}:
         # Go-encoded rows may carry `_step` as 1.0; the step is an integer by definition.
         ints = [None if v is None else int(v) for v in values]
-        return pa.array(ints, pa.int64()), False
+        return pa.array(ints, pa.int64()), False, True
     if not kinds:
-        return pa.nulls(len(values)), False
+        return pa.nulls(len(values)), False, True
     if kinds == {int}:
         try:
-            return pa.array(values, pa.int64()), False
+            return pa.array(values, pa.int64()), False, True
         except (OverflowError, pa.ArrowInvalid):
             pass
     elif kinds == {float} or kinds == {int, float}:
         if int not in kinds or all(
             INT64_MIN <= v <= INT64_MAX for v in values if type(v) is int
         ):
-            return pa.array(values, pa.float64()), False
+            return pa.array(values, pa.float64()), False, True
     elif kinds == {bool}:
-        return pa.array(values, pa.bool_()), False
+        return pa.array(values, pa.bool_()), False, True
     elif kinds == {str}:
-        return pa.array(values, pa.string()), False
-    return pa.array([None if v is None else _json_text(v) for v in values], pa.string()), True
+        return pa.array(values, pa.string()), False, True
+    array, canonical = _json_texts(values)
+    return array, True, canonical
 
 
 def rows_to_batch(rows: Sequence[dict[str, Any]], first: Sequence[str] = (STEP,)) -> pa.RecordBatch:
@@ -89,82 +118,108 @@ def rows_to_batch(rows: Sequence[dict[str, Any]], first: Sequence[str] = (STEP,)
             col[i] = value
     names = [k for k in first if k in columns] + [k for k in columns if k not in first]
     arrays, fields = [], []
+    canonical = True
     for name in names:
-        array, is_json = _column(name, columns[name])
+        array, is_json, exact_text = _column(name, columns[name])
+        canonical = canonical and exact_text
         arrays.append(array)
         fields.append(pa.field(name, array.type, metadata=JSON_METADATA if is_json else None))
-    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=_batch_metadata(canonical)))
 
 
-def _may_hold_huge_ints(columns: Sequence[pa.ChunkedArray]) -> bool:
-    """pyarrow.json reads an integer beyond int64 into a double >= 2**63 in magnitude; such a
-    double column must take the exact path (a real float that large only costs speed).
+def _exact_rows(strings: Sequence[str], keys: set[str]) -> list[dict[str, Any]]:
+    """Parse rows for the values of `keys` only: as `parse_rows`, but the check for integers
+    orjson may have rounded walks those values alone (the other columns come from pyarrow)."""
+    try:
+        rows = orjson.loads("[" + ",".join(strings) + "]")
+    except orjson.JSONDecodeError:  # NaN/Infinity tokens somewhere on the page
+        rows = [_loads_lenient(s) for s in strings]
+    if _may_be_rounded([row.get(k) for row in rows for k in keys]):
+        rows = [row if not _may_be_rounded([row.get(k) for k in keys]) else parse_json(s)
+                for row, s in zip(rows, strings)]
+    return rows
 
-    All the page's float columns are checked at once, as one chunked array (no copy): a few
-    kernel calls per page instead of a few per column."""
-    chunks = [chunk for column in columns for chunk in column.chunks]
-    if not chunks:
-        return False
-    values = pa.chunked_array(chunks, pa.float64())
-    bounds = pc.min_max(values)  # NaN-blind, and cheaper than scanning the page's text
-    low, high = bounds["min"].as_py(), bounds["max"].as_py()
-    if low is None or (-(2.0**63) < low and high < 2.0**63):
-        return False
-    finite = pc.filter(values, pc.is_finite(values))  # ±Infinity is a float, not a huge int
-    if len(finite) == 0:
-        return False
-    return pc.max(pc.abs(finite)).as_py() >= 2.0**63
+
+def _loads_lenient(text: str) -> Any:
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return parse_json(text)
 
 
 def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> pa.RecordBatch:
     """Build one record batch from W&B history row strings (one JSON object each).
 
-    The page is parsed as NDJSON by pyarrow.json (C++, strict about types: a key that is a
-    number in one row and a bool or string in another is an error, not a silent coercion).
-    Columns it cannot type by the contract (nested values, date-like strings) are rebuilt
-    from exactly parsed rows; pages it cannot read at all (mixed types, integers that may
-    not fit int64) take the exact path entirely.
+    The page is parsed as NDJSON by pyarrow.json (C++, strict about types). The fallback is
+    per column, never per page: columns it types by the contract stay as it read them; a
+    column it cannot (nested values, date-like strings, a float column that may hold an
+    integer beyond int64, a key of mixed kinds, which is split by kind so that the rest of the
+    page still reads) is rebuilt from exactly parsed rows, and only the rows where that column
+    has a value are parsed. Pages pyarrow.json cannot read even so take the exact path whole.
     """
     if not strings:
         return rows_to_batch([], first)
     data = "\n".join(strings).encode("utf-8")
-    try:
-        table = pa_json.read_json(
-            io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 20))
-    except (pa.ArrowInvalid, pa.ArrowNotImplementedError):
+    read = read_page(data)
+    if read is None:
         return rows_to_batch(parse_rows(strings), first)
+    table, split = read
     names = table.column_names
     schema = table.schema
     if (table.num_rows != len(strings) or len(set(names)) != len(names)
-            or (STEP in names and schema.field(STEP).type != pa.int64())
-            or _may_hold_huge_ints([table.column(i) for i, f in enumerate(schema)
-                                    if f.type == pa.float64()])):
+            or (STEP in names and schema.field(STEP).type != pa.int64())):
         return rows_to_batch(parse_rows(strings), first)
-    rows: list[dict[str, Any]] | None = None
-    ordered = [k for k in first if k in names] + [k for k in names if k not in first]
+    # Each output column: its name and the pyarrow columns it comes from (by name: a table's
+    # lookup by name scans its columns, which on a page of thousands of keys adds up).
+    by_name = dict(zip(names, table.columns))
+    members: dict[str, list[str]] = {}
+    for name in names:
+        base = name.split(SPLIT)[0] if SPLIT in name else name
+        members.setdefault(base if base in split else name, []).append(name)
+    exact = {k for k in split if k in members}
+    exact |= huge_float_columns(table)
+    exact |= {name for name, t in zip(names, schema.types) if t not in _FAST_TYPES and name in members}
+    values: dict[str, list[Any]] = {}
+    if exact:
+        needed = None
+        for key in exact:
+            for member in members[key]:
+                valid = by_name[member].is_valid()
+                needed = valid if needed is None else pc.or_(needed, valid)
+        if isinstance(needed, pa.ChunkedArray):
+            needed = needed.combine_chunks()
+        rows_at = pc.indices_nonzero(needed).to_pylist()
+        parsed = _exact_rows([strings[i] for i in rows_at], exact)
+        n = len(strings)
+        for key in exact:
+            column = values[key] = [None] * n
+            for i, row in zip(rows_at, parsed):
+                column[i] = row.get(key)
+    ordered = [k for k in first if k in members] + [k for k in members if k not in first]
     arrays, fields = [], []
+    canonical = True
     for name in ordered:
-        column = table.column(name)
-        if column.type in _FAST_TYPES:
-            arrays.append(column.combine_chunks() if column.num_chunks != 1 else column.chunk(0))
-            fields.append(pa.field(name, column.type))
+        if name in values:
+            array, is_json, exact_text = _column(name, values[name])
+            canonical = canonical and exact_text
+            arrays.append(array)
+            fields.append(pa.field(name, array.type, metadata=JSON_METADATA if is_json else None))
             continue
-        if rows is None:
-            rows = parse_rows(strings)
-        array, is_json = _column(name, [row.get(name) for row in rows])
-        arrays.append(array)
-        fields.append(pa.field(name, array.type, metadata=JSON_METADATA if is_json else None))
-    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields))
+        column = by_name[name]
+        arrays.append(column.combine_chunks() if column.num_chunks != 1 else column.chunk(0))
+        fields.append(pa.field(name, column.type))
+    return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=_batch_metadata(canonical)))
 
 
 def normalize_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
     """Bring a batch read from exported Parquet under the batch contract."""
     arrays, fields = [], []
+    canonical = True
     for field, array in zip(batch.schema, batch.columns, strict=True):
-        array, is_json = _normalize_array(field, array)
+        array, metadata, exact_text = _normalize_array(field, array)
+        canonical = canonical and exact_text
         if field.name == STEP and array.type != pa.int64():
             array = pc.cast(array, pa.int64())
-        metadata = JSON_METADATA if is_json else None
         arrays.append(array)
         fields.append(pa.field(field.name, array.type, metadata=metadata))
     names = [f.name for f in fields]
@@ -172,28 +227,88 @@ def normalize_batch(batch: pa.RecordBatch) -> pa.RecordBatch:
         i for i, n in enumerate(names) if n != STEP
     ]
     return pa.RecordBatch.from_arrays(
-        [arrays[i] for i in order], schema=pa.schema([fields[i] for i in order])
+        [arrays[i] for i in order],
+        schema=pa.schema([fields[i] for i in order], metadata=_batch_metadata(canonical)),
     )
 
 
-def _normalize_array(field: pa.Field, array: pa.Array) -> tuple[pa.Array, bool]:
+def _batch_metadata(canonical: bool) -> dict | None:
+    return CANONICAL_BATCH_METADATA if canonical else None
+
+
+def _normalize_array(field: pa.Field, array: pa.Array) -> tuple[pa.Array, dict | None, bool]:
+    """The array under the batch contract, its field metadata (JSON text or not) and whether
+    JSON text in it is canonical (text taken over from the file is not known to be)."""
     t = array.type
     if pa.types.is_dictionary(t):
         array = array.dictionary_decode()
         t = array.type
     if pa.types.is_string(t) or pa.types.is_large_string(t):
-        return pc.cast(array, pa.string()), is_json_field(field)
+        is_json = is_json_field(field)
+        return pc.cast(array, pa.string()), JSON_METADATA if is_json else None, not is_json
     if pa.types.is_integer(t):
         try:
-            return pc.cast(array, pa.int64()), False
+            return pc.cast(array, pa.int64()), None, True
         except pa.ArrowInvalid:
             pass
     elif pa.types.is_floating(t):
-        return pc.cast(array, pa.float64()), False
+        return pc.cast(array, pa.float64()), None, True
     elif pa.types.is_boolean(t) or pa.types.is_null(t):
-        return array, False
-    values = array.to_pylist()
-    return pa.array([None if v is None else _json_text(v) for v in values], pa.string()), True
+        return array, None, True
+    if pa.types.is_struct(t) or pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_map(t):
+        # W&B's export types (see the emulator's parquet_export.py): dicts as structs, a key of
+        # several kinds as a struct of `_type_<kind>` fields; a union may hold plain scalars.
+        convert = _from_parquet if _needs_rebuild(array) else _as_is
+        array, is_json, exact_text = _column(field.name, _values(array, convert))
+        return array, JSON_METADATA if is_json else None, exact_text
+    array, exact_text = _json_texts(_values(array, lambda v: v))
+    return array, JSON_METADATA, exact_text
+
+
+def _values(array: pa.Array, convert) -> list[Any]:
+    """`convert` of each value of `array`, None where it is null; nulls cost nothing (history
+    columns of media and histograms are mostly null)."""
+    if array.null_count == 0:
+        return [convert(v) for v in array.to_pylist()]
+    out: list[Any] = [None] * len(array)
+    valid = array.is_valid()
+    for i, v in zip(pc.indices_nonzero(valid).to_pylist(), array.filter(valid).to_pylist()):
+        out[i] = convert(v)
+    return out
+
+
+def _as_is(value: Any) -> Any:
+    return value
+
+
+def _needs_rebuild(array: pa.Array) -> bool:
+    """Whether values of a nested column read as Python differ from what was logged: a union
+    struct, a map, or a struct field null where its struct is not (a dict without that key).
+    Dense media, histogram and table columns need none of that."""
+    t = array.type
+    if pa.types.is_struct(t):
+        if any(t.field(i).name.startswith("_type_") for i in range(t.num_fields)):
+            return True
+        return any(child.null_count > array.null_count or _needs_rebuild(child) for child in array.flatten())
+    if pa.types.is_list(t) or pa.types.is_large_list(t):
+        return _needs_rebuild(array.flatten())
+    return pa.types.is_map(t)
+
+
+def _from_parquet(value: Any) -> Any:
+    """A value read from an exported Parquet struct/list/map back as it was logged: a struct's
+    null fields are keys the dict did not have, a struct of `_type_<kind>` fields is the one
+    value it holds, a map is a dict."""
+    kind = type(value)
+    if kind is dict:
+        if value and all(k.startswith("_type_") for k in value):
+            return next((_from_parquet(v) for v in value.values() if v is not None), None)
+        return {k: _from_parquet(v) for k, v in value.items() if v is not None}
+    if kind is list:
+        if value and all(type(v) is tuple and len(v) == 2 for v in value):
+            return {str(k): _from_parquet(v) for k, v in value}
+        return [_from_parquet(v) for v in value]
+    return value
 
 
 def batch_to_rows(batch: pa.RecordBatch | pa.Table, *, drop_nulls: bool = True) -> list[dict]:

@@ -49,6 +49,8 @@ MAX_WINDOW_FACTOR = 64
 MAX_FETCHES_PER_WINDOW = 40
 #: Bytes read at a time from each column of an exported Parquet file.
 PARQUET_READ_BUFFER = 64 * 1024
+#: At most about this many values (rows × columns) per batch read from an exported file.
+PARQUET_BATCH_CELLS = 8_192 * 256
 #: Without `eventsLineCount`, ask for this many system-metric rows.
 LARGE_SAMPLES = 10_000_000
 #: Bytes of an exported file's end read to learn its last step before downloading it.
@@ -506,6 +508,9 @@ def _read_parquet(path: str, min_step: int, max_step: int | None, batch_rows: in
         columns = [c for c in columns if c in names]
         if STEP not in columns:
             columns = [STEP] + columns
+    # Wide files (thousands of keys) in fewer rows per batch: memory stays flat in the keys.
+    width = len(columns) if columns is not None else pf.metadata.num_columns
+    batch_rows = max(256, min(batch_rows, PARQUET_BATCH_CELLS // max(1, width)))
     for raw in pf.iter_batches(batch_size=batch_rows, use_threads=False, columns=columns):
         batch = normalize_batch(raw)
         if STEP not in batch.schema.names:

@@ -18,10 +18,9 @@ from pathlib import Path
 from typing import Any
 
 import pyarrow as pa
-import pyarrow.json as pajson
-import pyarrow.parquet as pq
 
 from . import filters as flt
+from . import parquet_export
 from .artifacts import ArtifactStore
 from .dataset import (
     FILES_DIR,
@@ -398,52 +397,13 @@ class Store:
 
     @staticmethod
     def parquet_schema(run: RunRecord) -> pa.Schema | None:
-        """One flat column per key, or None when some key cannot be a plain Parquet column
-        (dicts, lists, ints beyond int64, mixed types): such runs are served live only."""
-        fields = []
-        for key, ks in run.history.keys.items():
-            kinds = ks.kinds
-            if kinds <= {"int"}:
-                t = pa.int64() if kinds else pa.float64()
-            elif kinds <= {"int", "float"}:
-                t = pa.float64()
-            elif kinds == {"bool"}:
-                t = pa.bool_()
-            elif kinds == {"str"}:
-                t = pa.string()
-            else:
-                return None
-            if key == "_step":
-                t = pa.int64()
-            fields.append(pa.field(key, t))
-        return pa.schema(fields)
+        """The run's history Parquet schema (W&B's export types), or None when it has none."""
+        return parquet_export.history_schema(run.history)
 
     def parquet_export(self, run: RunRecord) -> Path:
         """The run's history as one Parquet file sorted by _step, cached until history grows."""
         with self.lock:
-            schema = self.parquet_schema(run)
-            if schema is None:
-                raise ValueError(f"run {run.run_id} has history that is not exportable to Parquet")
-            n = len(run.history)
-            digest = hashlib.sha256(f"{run.storage_id}:{n}:{run.history.path.stat().st_size}".encode()).hexdigest()[:24]
-            out = self.cache_dir / f"{digest}.parquet"
-            if out.exists():
-                return out
-            table = pajson.read_json(
-                run.history.path,
-                read_options=pajson.ReadOptions(block_size=1 << 24),
-                parse_options=pajson.ParseOptions(explicit_schema=schema, unexpected_field_behavior="error"),
-            )
-            table = table.select(schema.names)
-            if table.num_rows != n:
-                raise DatasetError(f"{run.history.path}: Parquet export read {table.num_rows} rows, expected {n}")
-            order, _ = run.history.order()
-            if order != list(range(n)):
-                table = table.take(pa.array(order))
-            tmp = out.with_suffix(".tmp")
-            pq.write_table(table, tmp, compression="zstd")
-            os.replace(tmp, out)
-            return out
+            return parquet_export.export_history(run.history, self.cache_dir, run.storage_id)
 
 
 def dumps_compact(obj: Any) -> str:

@@ -33,6 +33,7 @@ from .schema import (
     arrow_field,
     arrow_type,
     as_type,
+    CANONICAL_JSON_KEY,
     classify,
     convert,
     join_types,
@@ -285,6 +286,7 @@ class PartStream:
                 fixed.append(pa.nulls(batch.num_rows, atype))
         cols: dict[str, tuple[str, pa.Array]] = {}
         seen: set[str] = set()
+        canonical = (batch.schema.metadata or {}).get(CANONICAL_JSON_KEY) == b"1"
         for i, f in enumerate(batch.schema):
             if f.name in fixed_names:
                 continue
@@ -293,7 +295,7 @@ class PartStream:
             seen.add(f.name)
             physical = self.namer.physical(f.name)
             self.keys[physical] = f.name
-            cols[physical] = classify(f, batch.column(i))
+            cols[physical] = classify(f, batch.column(i), canonical=canonical)
         return fixed, cols
 
     def _check_order(self, steps: pa.Array) -> tuple[int, int]:

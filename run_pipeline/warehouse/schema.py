@@ -27,6 +27,9 @@ LTYPES = (NULL, BOOL, INT, DOUBLE, STRING, JSON)
 NUMERIC = (INT, DOUBLE)
 JSON_FIELD_KEY = b"run_pipeline.json"
 JSON_METADATA = {JSON_FIELD_KEY: b"1"}
+#: Schema metadata of a client batch whose JSON columns already hold canonical text (the text
+#: `json_text` writes), so it is stored as it is rather than parsed and written again.
+CANONICAL_JSON_KEY = b"run_pipeline.json_canonical"
 #: Field metadata holding the metric key as logged when the column had to be renamed.
 KEY_FIELD_KEY = b"run_pipeline.key"
 STEP = "_step"
@@ -116,10 +119,18 @@ def json_text(value: Any) -> str:
     return _encode_json(value)
 
 
+_strict_encode = json.JSONEncoder(ensure_ascii=False, separators=(",", ":"), allow_nan=False, default=str,
+                                  check_circular=False).encode
+
+
 def _encode_json(value: Any) -> str:
+    # Values parsed from JSON have string keys, so `sanitize_json` only matters when a
+    # non-finite float is present, which the strict encoder refuses.
     try:
-        text = json.dumps(sanitize_json(value), ensure_ascii=False, separators=(",", ":"),
-                          allow_nan=False, default=str)
+        try:
+            text = _strict_encode(value)
+        except ValueError:
+            text = _strict_encode(sanitize_json(value))
     except RecursionError:  # nested deeper than the stdlib follows
         text = deep_json.dumps(value)
     return text if text.isascii() else escape_surrogates(text)
@@ -186,7 +197,7 @@ def as_type(array: pa.Array, arrow_type: pa.DataType, *, safe: bool = True) -> p
     return array if array.type == arrow_type else array.cast(arrow_type, safe=safe)
 
 
-def classify(field: pa.Field, array: pa.Array) -> tuple[str, pa.Array]:
+def classify(field: pa.Field, array: pa.Array, *, canonical: bool = False) -> tuple[str, pa.Array]:
     """Lattice type and normalized array of one column of a client batch."""
     if isinstance(array, pa.ChunkedArray):
         array = array.combine_chunks()
@@ -194,10 +205,13 @@ def classify(field: pa.Field, array: pa.Array) -> tuple[str, pa.Array]:
         return NULL, pa.nulls(len(array))
     if field.metadata and field.metadata.get(JSON_FIELD_KEY) == b"1":
         text = array.cast(pa.string()) if array.type != pa.string() else array
+        if canonical:
+            return JSON, text
         return JSON, pa.array([None if v is None else canonical_json(v) for v in text.to_pylist()], pa.string())
     t = array.type
     if pa.types.is_dictionary(t):
-        return classify(pa.field(field.name, t.value_type, metadata=field.metadata), array.dictionary_decode())
+        return classify(pa.field(field.name, t.value_type, metadata=field.metadata), array.dictionary_decode(),
+                        canonical=canonical)
     if pa.types.is_boolean(t):
         return BOOL, array
     if pa.types.is_integer(t):

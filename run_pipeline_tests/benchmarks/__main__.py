@@ -2,7 +2,7 @@
 
 Generates each scenario's dataset with the sample generator, serves it with the emulator (in
 this process, on a loopback port), runs every contender in its own subprocess N times, and
-prints one Markdown table plus the targets of issue 6. Progress goes to stderr, results to
+prints one Markdown table plus the targets of issues 6 and 16. Progress goes to stderr, results to
 stdout.
 """
 
@@ -28,7 +28,7 @@ def _find(results: list[Measurement], scenario: str, contender: str) -> Measurem
 
 
 def targets(bench: Bench) -> list[str]:
-    """Issue 6's targets, each with the measured figure and whether it holds."""
+    """Issues 6 and 16: the targets, each with the measured figure and whether it holds."""
     out = []
     r = bench.results
 
@@ -53,6 +53,10 @@ def targets(bench: Bench) -> list[str]:
 
     speedup("long-run · live", 10, "long-run from live pages")
     speedup("long-run · parquet", 20, "long-run from exported Parquet")
+    speedup("messy · live", 10, "messy from live pages")
+    speedup("messy · parquet", 20, "messy from exported Parquet")
+    speedup("wide · live", 10, "wide from live pages")
+    speedup("wide · parquet", 10, "wide from exported Parquet")
     speedup("many-runs · parquet", 20, "many-runs from exported Parquet", pooled=True)
     speedup("many-runs · live", 15, "many-runs from live pages", pooled=True)
     for key in sorted(k for k in bench.facts if k.startswith("rss:")):
@@ -66,6 +70,10 @@ def targets(bench: Bench) -> list[str]:
         if small and large and small[1] and large[1]:
             out.append(f"- run_pipeline peak RSS growth, {mode}: {small[0]:,} steps {small[1]:,.0f} MB → "
                        f"{large[0]:,} steps {large[1]:,.0f} MB ({large[1] - small[1]:+,.0f} MB; target: flat)")
+    wide, narrow = bench.facts.get("rss:wide:live"), bench.facts.get("rss:long-run:live")
+    if wide and narrow and wide[1] and narrow[1]:
+        out.append(f"- run_pipeline peak RSS by keys, live: wide (2,000 keys, 50 per row) {wide[1]:,.0f} MB vs "
+                   f"long-run (56 keys per row) {narrow[1]:,.0f} MB ({wide[1] - narrow[1]:+,.0f} MB; target: flat)")
     n = bench.facts.get("nightly")
     if n:
         share = n["nightly_seconds"] / n["first_seconds"]
@@ -97,6 +105,11 @@ def _why_slow(m: Measurement, results: list[Measurement], scenario: str) -> str:
     if m.cpu:
         parts.append(f"run_pipeline used {m.cpu:.1f} CPU-s in {m.seconds:.1f} s on {cores} cores "
                      f"({m.cpu / (m.seconds * cores):.0%} of the machine, the emulator serving it shares the rest)")
+    load = report.load_average()
+    if load and m.cpu and m.cpu < m.seconds * 0.8:
+        parts.append(f"the machine's 1-minute load average was {load[0]:.1f} (on {cores} cores) when the targets "
+                     f"were printed: at least {m.seconds - m.cpu:.1f} s of the {m.seconds:.1f} s went to waiting for a core "
+                     "or for the server")
     wire = _find(results, scenario, "wire")
     if wire:
         parts.append(f"it runs at {m.rows_per_second / wire.rows_per_second:.0%} of the wire limit, "
@@ -187,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
           "the SDK, having no incremental export, reads each changed run whole.")
     goals = targets(bench)
     if goals:
-        print("\nTargets (issue 6)" + (": quick sizes are a smoke check, the targets are for the full run"
+        print("\nTargets (issues 6 and 16)" + (": quick sizes are a smoke check, the targets are for the full run"
                                        if args.quick else ":"))
         print("\n".join(goals))
     print(f"\nBenchmark wall time: {elapsed / 60:.1f} min")

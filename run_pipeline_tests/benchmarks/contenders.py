@@ -21,11 +21,20 @@ def _since_filter(since: str | None) -> dict | None:
     return {"heartbeatAt": {"$gte": since}} if since else None
 
 
+def _json_cell(value):
+    import json
+
+    if value is None or isinstance(value, str) or (isinstance(value, float) and value != value):
+        return None if value is None or isinstance(value, float) else value
+    return json.dumps(value, default=str)
+
+
 def wandb_sdk(spec: dict[str, Any]) -> dict[str, Any]:
     """What users do today: for each run, scan_history() into a DataFrame, then to_parquet.
     The SDK has no incremental export: a changed run is read again whole."""
     import pandas as pd
     import wandb
+    from pyarrow.lib import ArrowException
 
     out = Path(spec["out_dir"])
     # A cap on the runs read (per project) keeps the full benchmark's time bounded.
@@ -39,7 +48,14 @@ def wandb_sdk(spec: dict[str, Any]) -> dict[str, Any]:
             if limit is not None and n >= limit:
                 break
             df = pd.DataFrame(list(run.scan_history()))
-            df.to_parquet(out / f"{project}__{run.id}.parquet")
+            try:
+                df.to_parquet(out / f"{project}__{run.id}.parquet")
+            except (TypeError, ValueError, ArrowException):
+                # A column pyarrow cannot convert (a key holding both 200 and "n/a", dicts of
+                # varying shape): what users then do, JSON text for the object columns.
+                for column in df.columns[df.dtypes == object]:
+                    df[column] = df[column].map(_json_cell)
+                df.to_parquet(out / f"{project}__{run.id}.parquet")
             rows += len(df)
             runs += 1
     return {"seconds": time.perf_counter() - start, "rows": rows, "runs": runs}

@@ -32,12 +32,16 @@ class Sizes:
     nightly_grown: int
     nightly_new_steps: int
     nightly_new_runs: int
+    messy_steps: int
+    wide_steps: int
 
 
 FULL = Sizes(long_steps=200_000, long_metrics=50, pvl_steps=50_000, many_projects=3, many_runs=300,
-             many_steps=2_000, many_metrics=30, nightly_grown=3, nightly_new_steps=500, nightly_new_runs=2)
+             many_steps=2_000, many_metrics=30, nightly_grown=3, nightly_new_steps=500, nightly_new_runs=2,
+             messy_steps=200_000, wide_steps=5_000)
 QUICK = Sizes(long_steps=10_000, long_metrics=50, pvl_steps=5_000, many_projects=3, many_runs=30,
-              many_steps=500, many_metrics=30, nightly_grown=3, nightly_new_steps=100, nightly_new_runs=2)
+              many_steps=500, many_metrics=30, nightly_grown=3, nightly_new_steps=100, nightly_new_runs=2,
+              messy_steps=10_000, wide_steps=1_000)
 
 
 @dataclass
@@ -90,6 +94,14 @@ def single_run(root: Path, project: str, rid: str, *, steps: int, metrics: int, 
                         seed=seed, non_finite=True, created_at=_now() - AGE, seconds_per_step=1.0,
                         metadata={"display_name": f"{project}-{steps}"})
     return Dataset(root, [RunInfo(project, rid, "finished", info.history_rows, info.last_step)], metrics)
+
+
+def shaped_run(root: Path, project: str, rid: str, *, shape: str, steps: int, seed: int) -> Dataset:
+    """One finished run of the sample generator's `messy` or `wide` shape."""
+    from run_pipeline.emulator.messy import generate_shaped_run
+
+    run = generate_shaped_run(root / ENTITY / project / rid, shape=shape, steps=steps, seed=seed)
+    return Dataset(root, [RunInfo(project, rid, "finished", run.history_rows, run.last_step)], run.keys)
 
 
 def _generate_one(args: tuple) -> tuple[int, int]:

@@ -20,7 +20,7 @@ from .datasets import ENTITY, Dataset
 from .measure import Attempt, Measurement, run_child
 from .wire import InProcessTransport, run_plan
 
-SCENARIOS = ("long-run", "parquet-vs-live", "many-runs", "nightly")
+SCENARIOS = ("long-run", "parquet-vs-live", "messy", "wide", "many-runs", "nightly")
 CONTENDERS = ("wandb-sdk", "wire", "run_pipeline")
 API_KEY = "benchmark" + "0" * 31
 #: Without --sdk-max-runs, the full run caps the SDK at this many many-runs runs (10%).
@@ -185,6 +185,15 @@ class Bench:
         log(line)
 
     # -- scenarios -----------------------------------------------------------------------------
+    def each_mode(self, name: str, emu: Emulator, ds: Dataset, project: str, modes: tuple[str, ...]) -> None:
+        """Every contender on the one-run dataset, served in each Parquet mode in turn."""
+        for mode in modes:
+            emu.server.set_parquet_mode(mode)
+            found = self.contenders(f"{name} · {mode}", emu, projects=[project], expected_rows=ds.rows)
+            rp = found.get("run_pipeline")
+            if rp:
+                self.facts[f"rss:{name}:{mode}"] = (ds.rows, rp.rss_mb)
+
     def single_run_scenario(self, name: str, project: str, rid: str, steps: int, modes: tuple[str, ...]) -> None:
         log(f"{name}: generating one run of {steps:,} steps")
         started = time.perf_counter()
@@ -193,12 +202,24 @@ class Bench:
         log(f"  generated in {time.perf_counter() - started:.1f}s")
         with Emulator(ds) as emu:
             self.dataset_line(name, ds, emu)
-            for mode in modes:
-                emu.server.set_parquet_mode(mode)
-                found = self.contenders(f"{name} · {mode}", emu, projects=[project], expected_rows=ds.rows)
-                rp = found.get("run_pipeline")
-                if rp:
-                    self.facts[f"rss:{name}:{mode}"] = (ds.rows, rp.rss_mb)
+            self.each_mode(name, emu, ds, project, modes)
+
+    def shaped_run_scenario(self, shape: str, steps: int, modes: tuple[str, ...]) -> None:
+        log(f"{shape}: generating one run of {steps:,} steps")
+        started = time.perf_counter()
+        ds = datasets.shaped_run(self.tmp / shape, shape, f"{shape[:4]}run1", shape=shape, steps=steps, seed=steps)
+        log(f"  generated in {time.perf_counter() - started:.1f}s")
+        with Emulator(ds) as emu:
+            what = ("media objects (sha256 hex), histograms, tables, nested dicts, a list column, a key of both 200 "
+                    "and \"n/a\", an int counter past 2**60, NaN/±Infinity, bools, strings, unicode/quote/dot/slash "
+                    "keys, sparse eval keys, late and rare keys" if shape == "messy" else
+                    "50 of 2,000 per-layer keys per row")
+            line = (f"{shape}: 1 run, {ds.rows:,} history rows, {ds.metrics:,} distinct keys ({what}), history.jsonl "
+                    f"{ds.history_bytes() / 2**20:,.0f} MiB; emulator Parquet export {emu.parquet_bytes / 2**20:,.1f} MiB "
+                    f"in W&B's export types (structs, lists, `_type_<kind>` unions)")
+            self.datasets.append(line)
+            log(line)
+            self.each_mode(shape, emu, ds, shape, modes)
 
     def many_runs_scenarios(self, run_many: bool, run_nightly: bool) -> None:
         sizes = self.sizes
@@ -275,5 +296,9 @@ class Bench:
         if "parquet-vs-live" in chosen:
             self.single_run_scenario("parquet-vs-live", "parquet-vs-live", "pvlrun01", self.sizes.pvl_steps,
                                      ("parquet", "live"))
+        if "messy" in chosen:
+            self.shaped_run_scenario("messy", self.sizes.messy_steps, ("live", "parquet"))
+        if "wide" in chosen:
+            self.shaped_run_scenario("wide", self.sizes.wide_steps, ("live", "parquet"))
         if "many-runs" in chosen or "nightly" in chosen:
             self.many_runs_scenarios("many-runs" in chosen, "nightly" in chosen)

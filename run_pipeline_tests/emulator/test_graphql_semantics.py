@@ -219,10 +219,18 @@ def test_parquet_mode_switches_whole_runs(emulator):
     assert bad.status_code == 400 and "parquet_mode must be one of" in bad.json()["errors"][0]["message"]
 
 
-def test_finished_run_with_unexportable_values_is_all_live(emulator):
+def test_finished_run_with_media_is_exported_with_a_struct_column(emulator):
     rows = ROWS + [{"_step": 60, "img": {"_type": "image-file", "path": "a.png"}}]
     make_run(emulator, "media", rows, state="finished")
     got = run_field(emulator, PARQUET_Q, "media")["ph"]
+    assert got["liveData"] == [] and parquet_steps(got["parquetUrls"][0]) == [r["_step"] for r in rows]
+
+
+def test_finished_run_with_unexportable_values_is_all_live(emulator):
+    # An integer beyond 64 bits has no Parquet type W&B's exports use.
+    rows = ROWS + [{"_step": 60, "huge": 2**70}]
+    make_run(emulator, "huge", rows, state="finished")
+    got = run_field(emulator, PARQUET_Q, "huge")["ph"]
     assert got == {"parquetUrls": [], "liveData": [{"_step": r["_step"]} for r in rows]}
 
 
