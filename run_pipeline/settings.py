@@ -28,5 +28,3 @@ NIGHTLY_CRON = "0 2 * * *"
 SENSOR_RUNS_PER_DAGSTER_RUN = 25
 # The Dagster concurrency pool every W&B-calling step of the deployment takes a slot of.
 WANDB_POOL = "wandb"
-# A warehouse lock object on an object store older than this is taken over (its holder died).
-LOCK_STALE_SECONDS = 6 * 3600
