@@ -9,7 +9,7 @@ import dagster as dg
 
 from run_pipeline.defs.factory import ExportOptions, build_definitions
 from run_pipeline.defs.resources import WandbResource, WarehouseResource
-from run_pipeline.settings import DEFAULT_WAREHOUSE, NIGHTLY_CRON
+from run_pipeline.settings import DEFAULT_WAREHOUSE, NIGHTLY_CRON, SENSOR_RUNS_PER_DAGSTER_RUN
 
 
 def _env_list(name: str) -> list[str]:
@@ -27,5 +27,7 @@ defs = build_definitions(
     ),
     WarehouseResource(root=os.environ.get("RUN_PIPELINE_WAREHOUSE") or DEFAULT_WAREHOUSE),
     ExportOptions(nightly_cron=os.environ.get("RUN_PIPELINE_NIGHTLY_CRON") or NIGHTLY_CRON,
-                  timezone=os.environ.get("RUN_PIPELINE_SCHEDULE_TIMEZONE") or "UTC"),
+                  timezone=os.environ.get("RUN_PIPELINE_SCHEDULE_TIMEZONE") or "UTC",
+                  runs_per_dagster_run=int(os.environ.get("RUN_PIPELINE_RUNS_PER_DAGSTER_RUN")
+                                           or SENSOR_RUNS_PER_DAGSTER_RUN)),
 )

@@ -1,6 +1,7 @@
 """Sensors. `wandb_runs_discovery_sensor` (running by default) registers every run of the
 configured projects as a partition, so a fresh deployment can backfill any run from the UI.
-`wandb_finished_runs_sensor` requests an export for each run that reached a terminal state.
+`wandb_finished_runs_sensor` requests the export of the runs that reached a terminal state,
+batched into Dagster runs over partition ranges (`batching.py`).
 Both page the server with a `heartbeatAt > watermark - look-back` filter (W&B honours it), so a
 tick lists what changed, not whole projects; the look-back absorbs listings that lag behind
 state changes. Run keys make a repeated find harmless."""
@@ -24,7 +25,6 @@ from run_pipeline.settings import (
 )
 
 from .batching import batch_requests
-
 from .jobs import wandb_catalog_job, wandb_export_job
 from .partitions import wandb_runs_partitions
 from .resources import WandbResource

@@ -86,6 +86,8 @@ def test_scaffolded_component_exports_ticks_and_backfills(emulator, tmp_path, mo
     columns = {c.name: c.type for c in runs_node.metadata["dagster/column_schema"].columns}
     assert columns["state"] == "VARCHAR" and columns["heartbeat_at"] == "TIMESTAMP"
     # The key reached Dagster as the variable, so the UI shows its name, not its value.
+    assert isinstance(defs.resources["wandb"].api_key, dg.EnvVar)
+    assert defs.resources["wandb"].api_key == "WANDB_API_KEY"
     assert emulator.api_key not in repr(defs.resources["wandb"])
 
     instance = dg.DagsterInstance.ephemeral()
