@@ -96,12 +96,13 @@ def check_results(results: list[ExportResult], inspections: Mapping[str, RunInsp
                   if r.system_rows_total != r.server_system_rows}
     repeats = {k: i.duplicate_steps for k, i in inspections.items() if i.duplicate_steps}
     missing = {k: i.missing_files for k, i in inspections.items() if i.missing_files}
-    yield dg.AssetCheckResult(check_name=HISTORY_CHECK.name, asset_key=_key(keys, "wandb_run_history"), passed=not bad_history,
+    history_key = _key(keys, "wandb_run_history")
+    yield dg.AssetCheckResult(check_name=HISTORY_CHECK.name, asset_key=history_key, passed=not bad_history,
                               metadata={"mismatches [warehouse, server]": dg.MetadataValue.json(bad_history)})
     yield dg.AssetCheckResult(check_name=SYSTEM_CHECK.name, asset_key=_key(keys, "wandb_run_system_metrics"),
                               passed=not bad_system,
                               metadata={"mismatches [warehouse, server]": dg.MetadataValue.json(bad_system)})
-    yield dg.AssetCheckResult(check_name=STEPS_CHECK.name, asset_key=_key(keys, "wandb_run_history"), passed=not repeats,
+    yield dg.AssetCheckResult(check_name=STEPS_CHECK.name, asset_key=history_key, passed=not repeats,
                               severity=dg.AssetCheckSeverity.WARN,
                               metadata={"repeated steps per run": dg.MetadataValue.json(repeats)})
     yield dg.AssetCheckResult(check_name=METADATA_CHECK.name, asset_key=_key(keys, "wandb_runs"), passed=not missing,

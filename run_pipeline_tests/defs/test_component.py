@@ -98,8 +98,8 @@ def test_scaffolded_component_exports_ticks_and_backfills(emulator, tmp_path, mo
         instance.add_dynamic_partitions(wandb_runs_partitions.name, list(request.partition_keys))
     order = list(instance.get_dynamic_partitions(wandb_runs_partitions.name))
     with Api(api_key=emulator.api_key, base_url=emulator.base_url) as api:
-        every = [r for e, p in [("demo", "image-classification"), ("demo", "rl-agents"), ("lab", "image-classification")]
-                 for r in discover_runs(api, e, p)]
+        projects = [("demo", "image-classification"), ("demo", "rl-agents"), ("lab", "image-classification")]
+        every = [r for e, p in projects for r in discover_runs(api, e, p)]
     finished = {r.ref.partition_key for r in every if r.state in TERMINAL_STATES}
     assert set(order) == finished  # three projects of two entities in one tick
     assert len(tick.run_requests) < len(finished)  # batched
@@ -169,6 +169,9 @@ def test_dg_scaffold_check_and_list_defs(tmp_path):
         assert done.returncode == 0, done.stdout + done.stderr
         return done.stdout
 
+    # The package's entry point (or the project's registry_modules) makes dg list the component.
+    listed_types = {c["key"] for c in json.loads(dg_cli("list", "components", "--json"))["items"]}
+    assert "run_pipeline.WandbExportComponent" in listed_types
     dg_cli("scaffold", "defs", "run_pipeline.WandbExportComponent", "wandb_export", "--entity", "demo",
            "--project", "image-classification")
     attributes = yaml.safe_load((project / module / "defs" / "wandb_export" / "defs.yaml").read_text())["attributes"]

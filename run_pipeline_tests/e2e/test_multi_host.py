@@ -164,8 +164,9 @@ def test_two_hosts_export_overlapping_runs_into_one_s3_warehouse(emulator, tmp_p
                 # The pool: never more than POOL_LIMIT export steps at once across the deployment.
                 peak = max_concurrent_steps(instance, [r.dagster_run.run_id for r in records])
                 assert peak <= POOL_LIMIT
-                print(f"multi-host: {len(finished)} finished W&B runs, {len(records)} Dagster runs "
-                      f"({', '.join(f'{h}: {sum(r.dagster_run.remote_job_origin.location_name == h for r in records)}' for h in HOSTS)}), "
+                per_host = ", ".join(f"{h}: {sum(r.dagster_run.remote_job_origin.location_name == h for r in records)}"
+                                     for h in HOSTS)
+                print(f"multi-host: {len(finished)} finished W&B runs, {len(records)} Dagster runs ({per_host}), "
                       f"{overlapping_blocks} blocks exported by both hosts, peak {peak} export steps at once, "
                       f"{time.monotonic() - waited:.0f} s from daemon start to the last run's end")
                 exported = sorted({k for r in records for k in partitions_of(r.dagster_run, order)})
