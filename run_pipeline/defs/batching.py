@@ -10,6 +10,10 @@ one already exported) is exported too, which is harmless because exports are inc
 Runs registered together (a fresh deployment, a sweep) sit in the same blocks, so a tick that
 finds 3,000 finished runs launches about 3,000 / N Dagster runs, never more than one per run.
 
+Dagster 1.13's `RunRequest` takes no range argument (`partition_key_range` is a read-only view
+of the range tags); the range tags are what it accepts, dynamic partitions included, through
+the sensor daemon and the run queue (`e2e/test_multi_host.py`, `e2e/test_dagster_dev.py`).
+
 Blocks are the same for every host of one Dagster instance (they share its partitions), so
 each request carries its block as the `wandb/block` tag: a run-queue tag concurrency limit of
 1 per unique value keeps two Dagster runs of the same W&B runs from running at once.

@@ -43,7 +43,8 @@ def _client(fs: pafs.FileSystem):
     kwargs: dict = {}
     if isinstance(fs, pafs.S3FileSystem):
         # The filesystem's own settings (an endpoint_override for MinIO or a test server).
-        settings = fs.__reduce__()[1][0] if fs.__reduce__()[1] else {}
+        reduced = fs.__reduce__()[1]  # pickling's view of the constructor arguments
+        settings = reduced[0] if reduced else {}
         if settings.get("endpoint_override"):
             scheme = settings.get("scheme") or "https"
             endpoint = settings["endpoint_override"]
