@@ -145,6 +145,5 @@ def build_catalog(deps: Sequence[dg.AssetKey] | None = None, *, key: dg.AssetKey
     return _catalog
 
 
-RUN_TABLE_SPECS = list(default_run_table_specs().values())
 wandb_run_tables = build_run_tables()
 wandb_catalog = build_catalog()
