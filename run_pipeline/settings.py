@@ -25,3 +25,8 @@ BACKFILL_PARTITIONS_PER_RUN = 25
 # least 4 runs per worker (a backfill batch), else threads (see export.export_runs).
 EXPORT_WORKERS_PER_DAGSTER_RUN = 2
 NIGHTLY_CRON = "0 2 * * *"
+# W&B runs one Dagster run of the finished-runs sensor exports at most: a tick that finds
+# thousands of finished runs launches a bounded number of Dagster runs (each a partition range).
+SENSOR_RUNS_PER_DAGSTER_RUN = 25
+# The Dagster concurrency pool every W&B-calling step of the deployment takes a slot of.
+WANDB_POOL = "wandb"

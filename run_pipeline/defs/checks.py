@@ -25,6 +25,16 @@ RUN_ASSETS = ("wandb_runs", "wandb_run_config", "wandb_run_summary", "wandb_run_
               "wandb_run_system_metrics")
 
 
+def _key(keys: Mapping[str, dg.AssetKey] | None, table: str) -> dg.AssetKey:
+    return keys[table] if keys else dg.AssetKey(table)
+
+
+def check_specs(keys: Mapping[str, dg.AssetKey] | None = None) -> list[dg.AssetCheckSpec]:
+    """The four checks, on the run assets' keys (`keys`: table name → asset key)."""
+    return [dg.AssetCheckSpec(spec.name, asset=_key(keys, spec.asset_key.path[-1]), description=spec.description)
+            for spec in CHECK_SPECS]
+
+
 def count(values: Iterable) -> dict[str, int]:
     out: dict[str, int] = {}
     for v in values:
@@ -77,8 +87,8 @@ def asset_metadata(results: list[ExportResult], inspections: Mapping[str, RunIns
     }
 
 
-def check_results(results: list[ExportResult],
-                  inspections: Mapping[str, RunInspection]) -> Iterator[dg.AssetCheckResult]:
+def check_results(results: list[ExportResult], inspections: Mapping[str, RunInspection],
+                  keys: Mapping[str, dg.AssetKey] | None = None) -> Iterator[dg.AssetCheckResult]:
     """The four checks over the runs of one Dagster run."""
     bad_history = {r.ref.partition_key: [r.history_rows_total, r.server_history_rows] for r in results
                    if not r.reconciled}
@@ -86,25 +96,26 @@ def check_results(results: list[ExportResult],
                   if r.system_rows_total != r.server_system_rows}
     repeats = {k: i.duplicate_steps for k, i in inspections.items() if i.duplicate_steps}
     missing = {k: i.missing_files for k, i in inspections.items() if i.missing_files}
-    yield dg.AssetCheckResult(check_name=HISTORY_CHECK.name, asset_key="wandb_run_history", passed=not bad_history,
+    history_key = _key(keys, "wandb_run_history")
+    yield dg.AssetCheckResult(check_name=HISTORY_CHECK.name, asset_key=history_key, passed=not bad_history,
                               metadata={"mismatches [warehouse, server]": dg.MetadataValue.json(bad_history)})
-    yield dg.AssetCheckResult(check_name=SYSTEM_CHECK.name, asset_key="wandb_run_system_metrics",
+    yield dg.AssetCheckResult(check_name=SYSTEM_CHECK.name, asset_key=_key(keys, "wandb_run_system_metrics"),
                               passed=not bad_system,
                               metadata={"mismatches [warehouse, server]": dg.MetadataValue.json(bad_system)})
-    yield dg.AssetCheckResult(check_name=STEPS_CHECK.name, asset_key="wandb_run_history", passed=not repeats,
+    yield dg.AssetCheckResult(check_name=STEPS_CHECK.name, asset_key=history_key, passed=not repeats,
                               severity=dg.AssetCheckSeverity.WARN,
                               metadata={"repeated steps per run": dg.MetadataValue.json(repeats)})
-    yield dg.AssetCheckResult(check_name=METADATA_CHECK.name, asset_key="wandb_runs", passed=not missing,
+    yield dg.AssetCheckResult(check_name=METADATA_CHECK.name, asset_key=_key(keys, "wandb_runs"), passed=not missing,
                               metadata={"missing files": dg.MetadataValue.json(missing)})
 
 
-def partition_materializations(result: ExportResult, inspection: RunInspection,
-                               warehouse_runs_path: str) -> Iterator[dg.AssetMaterialization]:
+def partition_materializations(result: ExportResult, inspection: RunInspection, warehouse_runs_path: str,
+                               keys: Mapping[str, dg.AssetKey] | None = None) -> Iterator[dg.AssetMaterialization]:
     """One materialization per run asset for one W&B run's partition: what a batch logs for
     the runs that landed when another run of the batch failed, so they show as materialized."""
     metadata = asset_metadata([result], {result.ref.partition_key: inspection}, [], warehouse_runs_path)
     for asset in RUN_ASSETS:
-        yield dg.AssetMaterialization(asset_key=asset, partition=result.ref.partition_key,
+        yield dg.AssetMaterialization(asset_key=_key(keys, asset), partition=result.ref.partition_key,
                                       metadata=metadata[asset])
 
 

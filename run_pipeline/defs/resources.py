@@ -7,6 +7,7 @@ emulator, so `dagster dev` works with no account, no credentials and no network.
 from __future__ import annotations
 
 from contextlib import contextmanager
+from fnmatch import fnmatchcase
 from pathlib import Path
 from typing import Iterator
 
@@ -26,7 +27,10 @@ class WandbResource(dg.ConfigurableResource):
     api_key: str | None = Field(default=None, repr=False,
                                 description="W&B API key (set it with dg.EnvVar); unset: ~/.netrc")
     entity: str | None = Field(default=None, description="entity to export; unset: the key's default entity")
-    projects: list[str] = Field(default_factory=list, description="projects to export; empty: every project of the entity")
+    projects: list[str] = Field(default_factory=list,
+                                description="projects to export, names or globs (`exp-*`); empty: every project")
+    entities: list[str] = Field(default_factory=list,
+                                description="further entities to export (with `entity`), each with `projects`")
     emulator_dataset: str | None = Field(default=None, description="dataset directory for the embedded emulator")
     timeout: float = Field(default=30.0, description="seconds per HTTP request")
 
@@ -41,10 +45,27 @@ class WandbResource(dg.ConfigurableResource):
                 yield api
 
     def target(self, api: Api) -> tuple[str, list[str]]:
-        """(entity, projects) to export."""
+        """(entity, projects) to export, for the first entity."""
         entity = self.entity or api.default_entity
-        projects = list(self.projects) or [p.name for p in api.projects(entity)]
-        return entity, projects
+        return entity, self._projects(api, entity)
+
+    def targets(self, api: Api) -> list[tuple[str, str]]:
+        """Every (entity, project) to export: each configured entity (the key's default when
+        none is), with the projects named or matched by a glob; all of them when none is given."""
+        entities = list(dict.fromkeys([e for e in [self.entity, *self.entities] if e])) or [api.default_entity]
+        return [(entity, project) for entity in entities for project in self._projects(api, entity)]
+
+    def _projects(self, api: Api, entity: str) -> list[str]:
+        names = [p for p in self.projects if not _is_glob(p)]
+        globs = [p for p in self.projects if _is_glob(p)]
+        if globs or not self.projects:
+            listed = [p.name for p in api.projects(entity)]
+            names += [n for n in listed if not self.projects or any(fnmatchcase(n, g) for g in globs)]
+        return list(dict.fromkeys(names))
+
+
+def _is_glob(name: str) -> bool:
+    return any(c in name for c in "*?[")
 
 
 class WarehouseResource(dg.ConfigurableResource):

@@ -2,6 +2,8 @@
 since its last export (running runs too: exports are incremental, so only new steps are
 fetched). Comparing with the warehouse, not with the clock, means a missed night loses nothing."""
 
+from __future__ import annotations
+
 import dagster as dg
 
 from run_pipeline.export import changed_runs
@@ -11,17 +13,17 @@ from .partitions import wandb_runs_partitions
 from .resources import WandbResource, WarehouseResource
 
 
-def build_nightly_schedule(cron: str, timezone: str) -> dg.ScheduleDefinition:
-    @dg.schedule(name="wandb_nightly_schedule", job=wandb_export_job, cron_schedule=cron,
+def build_nightly_schedule(cron: str, timezone: str, job: dg.UnresolvedAssetJobDefinition = wandb_export_job,
+                           ) -> dg.ScheduleDefinition:
+    @dg.schedule(name="wandb_nightly_schedule", job=job, cron_schedule=cron,
                  execution_timezone=timezone,
                  description=f"Incremental export of every run changed since its last export ({cron}, {timezone}).")
     def wandb_nightly_schedule(context: dg.ScheduleEvaluationContext, wandb: WandbResource,
                                warehouse: WarehouseResource):
         found = []
         with wandb.get_api() as api:
-            entity, projects = wandb.target(api)
             wh = warehouse.get_warehouse()
-            for project in projects:
+            for entity, project in wandb.targets(api):
                 found.extend(changed_runs(api, wh, entity, project))
         if not found:
             return dg.SkipReason("every run is exported up to date")

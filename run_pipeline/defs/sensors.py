@@ -1,6 +1,7 @@
 """Sensors. `wandb_runs_discovery_sensor` (running by default) registers every run of the
 configured projects as a partition, so a fresh deployment can backfill any run from the UI.
-`wandb_finished_runs_sensor` requests an export for each run that reached a terminal state.
+`wandb_finished_runs_sensor` requests the export of the runs that reached a terminal state,
+batched into Dagster runs over partition ranges (`batching.py`).
 Both page the server with a `heartbeatAt > watermark - look-back` filter (W&B honours it), so a
 tick lists what changed, not whole projects; the look-back absorbs listings that lag behind
 state changes. Run keys make a repeated find harmless."""
@@ -19,9 +20,11 @@ from run_pipeline.settings import (
     SENSOR_LOOKBACK_SECONDS,
     SENSOR_MAX_RUNS_PER_TICK,
     SENSOR_MAX_WATCHED_RUNS,
+    SENSOR_RUNS_PER_DAGSTER_RUN,
     TERMINAL_STATES,
 )
 
+from .batching import batch_requests
 from .jobs import wandb_catalog_job, wandb_export_job
 from .partitions import wandb_runs_partitions
 from .resources import WandbResource
@@ -87,56 +90,80 @@ def finished_in_project(api, entity: str, project: str, state: dict, room: int) 
     return found
 
 
-@dg.sensor(
-    jobs=[wandb_export_job, wandb_catalog_job],
-    minimum_interval_seconds=30,
-    description="Exports each W&B run once it finishes (finished, crashed, failed, killed, preempted), also when "
-                "the server marks it crashed without its heartbeat moving.",
-)
-def wandb_finished_runs_sensor(context: dg.SensorEvaluationContext, wandb: WandbResource):
-    cursor = json.loads(context.cursor) if context.cursor else {}
-    found: list[FoundRun] = []
-    with wandb.get_api() as api:
-        entity, projects = wandb.target(api)
-        for project in projects:
-            room = SENSOR_MAX_RUNS_PER_TICK - len(found)
-            if room <= 0:
-                break
-            key = f"{entity}/{project}"
-            state = _project_cursor(cursor, key)
-            try:
-                found.extend(finished_in_project(api, entity, project, state, room))
-            except WandbNotFoundError:
-                context.log.warning(f"project {key} not found; skipped")
-                continue
-            cursor[key] = state
-    if not found:
-        return dg.SensorResult(skip_reason="no run finished since the last tick", cursor=json.dumps(cursor))
-    existing = set(context.instance.get_dynamic_partitions(wandb_runs_partitions.name))
-    new_keys = sorted({r.ref.partition_key for r in found} - existing)
-    requests = [dg.RunRequest(partition_key=r.ref.partition_key, job_name=wandb_export_job.name,
-                              run_key=run_key(r), tags={"wandb/state": r.state}) for r in found]
-    context.log.info(f"{len(found)} finished runs, {len(new_keys)} new partitions")
-    return dg.SensorResult(
-        run_requests=requests,
-        cursor=json.dumps(cursor),
-        dynamic_partitions_requests=[wandb_runs_partitions.build_add_request(new_keys)] if new_keys else [],
+def build_finished_runs_sensor(export_job: dg.UnresolvedAssetJobDefinition = wandb_export_job,
+                               catalog_job: dg.UnresolvedAssetJobDefinition | None = wandb_catalog_job, *,
+                               interval: int = 30, runs_per_dagster_run: int = SENSOR_RUNS_PER_DAGSTER_RUN,
+                               default_status: dg.DefaultSensorStatus = dg.DefaultSensorStatus.STOPPED,
+                               ) -> dg.SensorDefinition:
+    """The finished-runs sensor of `export_job`; the runs a tick finds go into Dagster runs of
+    up to `runs_per_dagster_run` W&B runs each (see `batching.py`)."""
+
+    @dg.sensor(
+        name="wandb_finished_runs_sensor",
+        jobs=[export_job, *([catalog_job] if catalog_job else [])],
+        minimum_interval_seconds=interval,
+        default_status=default_status,
+        description="Exports each W&B run once it finishes (finished, crashed, failed, killed, preempted), also "
+                    "when the server marks it crashed without its heartbeat moving; up to "
+                    f"{runs_per_dagster_run} W&B runs per Dagster run.",
     )
+    def wandb_finished_runs_sensor(context: dg.SensorEvaluationContext, wandb: WandbResource):
+        cursor = json.loads(context.cursor) if context.cursor else {}
+        found: list[FoundRun] = []
+        with wandb.get_api() as api:
+            for entity, project in wandb.targets(api):
+                room = SENSOR_MAX_RUNS_PER_TICK - len(found)
+                if room <= 0:
+                    break
+                key = f"{entity}/{project}"
+                state = _project_cursor(cursor, key)
+                try:
+                    found.extend(finished_in_project(api, entity, project, state, room))
+                except WandbNotFoundError:
+                    context.log.warning(f"project {key} not found; skipped")
+                    continue
+                cursor[key] = state
+        if not found:
+            return dg.SensorResult(skip_reason="no run finished since the last tick", cursor=json.dumps(cursor))
+        order = list(context.instance.get_dynamic_partitions(wandb_runs_partitions.name))
+        existing = set(order)
+        new_keys = sorted({r.ref.partition_key for r in found} - existing)
+        by_key = {r.ref.partition_key: r for r in found}
+        requests = [
+            req.with_replaced_attrs(tags={**req.tags, "wandb/state": by_key[req.partition_key].state})
+            if req.partition_key else req
+            for req in batch_requests({k: run_key(r) for k, r in by_key.items()}, order + new_keys,
+                                      runs_per_dagster_run, job_name=export_job.name)]
+        context.log.info(f"{len(found)} finished runs in {len(requests)} Dagster runs, {len(new_keys)} new partitions")
+        return dg.SensorResult(
+            run_requests=requests,
+            cursor=json.dumps(cursor),
+            dynamic_partitions_requests=[wandb_runs_partitions.build_add_request(new_keys)] if new_keys else [],
+        )
+
+    return wandb_finished_runs_sensor
 
 
-@dg.sensor(
-    minimum_interval_seconds=60,
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    description="Registers every run of the configured projects (running ones too) as a partition of the run "
-                "assets, so any run can be backfilled from the UI. Requests no export.",
-)
-def wandb_runs_discovery_sensor(context: dg.SensorEvaluationContext, wandb: WandbResource):
+def build_discovery_sensor(interval: int = 60) -> dg.SensorDefinition:
+    @dg.sensor(
+        name="wandb_runs_discovery_sensor",
+        minimum_interval_seconds=interval,
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        description="Registers every run of the configured projects (running ones too) as a partition of the run "
+                    "assets, so any run can be backfilled from the UI. Requests no export.",
+    )
+    def wandb_runs_discovery_sensor(context: dg.SensorEvaluationContext, wandb: WandbResource):
+        return discover(context, wandb)
+
+    return wandb_runs_discovery_sensor
+
+
+def discover(context: dg.SensorEvaluationContext, wandb: WandbResource) -> dg.SensorResult:
     cursor = json.loads(context.cursor) if context.cursor else {}
     existing = set(context.instance.get_dynamic_partitions(wandb_runs_partitions.name))
     new_keys: list[str] = []
     with wandb.get_api() as api:
-        entity, projects = wandb.target(api)
-        for project in projects:
+        for entity, project in wandb.targets(api):
             key = f"{entity}/{project}"
             watermark = cursor.get(key) or ""
             try:
@@ -160,11 +187,18 @@ def wandb_runs_discovery_sensor(context: dg.SensorEvaluationContext, wandb: Wand
                            dynamic_partitions_requests=[wandb_runs_partitions.build_add_request(new_keys)])
 
 
-# Running by default: the DuckDB views follow the Parquet without anyone turning it on.
-wandb_catalog_automation_sensor = dg.AutomationConditionSensorDefinition(
-    "wandb_catalog_automation_sensor",
-    target=dg.AssetSelection.assets("wandb_catalog"),
-    default_status=dg.DefaultSensorStatus.RUNNING,
-    minimum_interval_seconds=30,
-    description="Refreshes wandb_catalog (the DuckDB views) after run partitions are exported.",
-)
+def build_catalog_automation_sensor(target: dg.AssetsDefinition | None = None,
+                                    interval: int = 30) -> dg.AutomationConditionSensorDefinition:
+    # Running by default: the DuckDB views follow the Parquet without anyone turning it on.
+    return dg.AutomationConditionSensorDefinition(
+        "wandb_catalog_automation_sensor",
+        target=dg.AssetSelection.assets(target if target is not None else "wandb_catalog"),
+        default_status=dg.DefaultSensorStatus.RUNNING,
+        minimum_interval_seconds=interval,
+        description="Refreshes wandb_catalog (the DuckDB views) after run partitions are exported.",
+    )
+
+
+wandb_finished_runs_sensor = build_finished_runs_sensor()
+wandb_runs_discovery_sensor = build_discovery_sensor()
+wandb_catalog_automation_sensor = build_catalog_automation_sensor()

@@ -9,9 +9,8 @@ commit (an incremental export then has nothing to do).
 
 The kernel releases the lock when its holder dies, even by SIGKILL, so a crash never leaves a
 run locked. Lock files are tiny and never deleted (deleting one would let two writers lock
-two different files). Object stores have no such primitive that pyarrow exposes (no
-conditional put), so on `s3://` roots there is no lock: run one export per run at a time,
-as Dagster's partitions do when runs of the same partition are not launched concurrently.
+two different files). On object stores (`s3://`) the same lock is an object created with a
+conditional write (`objectlock.py`), which serialises writers on different hosts.
 """
 
 from __future__ import annotations
@@ -25,6 +24,7 @@ from contextlib import contextmanager
 
 from .errors import WarehouseLockError
 from .layout import STAGING, RunKey, WarehouseRoot
+from .objectlock import STALE_SECONDS, object_lock
 
 LOCKS = "locks"
 #: How often a writer with a timeout retries a held lock.
@@ -40,16 +40,22 @@ def lock_path(root: WarehouseRoot, run: RunKey) -> str:
 
 @contextmanager
 def run_lock(root: WarehouseRoot, run: RunKey, timeout: float | None = None) -> Iterator[None]:
-    """Hold the run's write lock (local roots; a no-op elsewhere). Waits for another writer of
-    the same run; with `timeout` (seconds) gives up with `WarehouseLockError` naming the run.
-    Re-entrant within a thread."""
-    if not root.is_local:
-        yield
-        return
+    """Hold the run's write lock (a file lock on local roots, a lock object on object stores).
+    Waits for another writer of the same run; with `timeout` (seconds) gives up with
+    `WarehouseLockError` naming the run. Re-entrant within a thread."""
     path = lock_path(root, run)
     held = _held.__dict__.setdefault("paths", set())
     if path in held:
         yield
+        return
+    if not root.is_local:
+        with object_lock(root.fs, path, f"run {run.entity}/{run.project}/{run.run_id}", timeout=timeout,
+                         stale_after=STALE_SECONDS):
+            held.add(path)
+            try:
+                yield
+            finally:
+                held.discard(path)
         return
     os.makedirs(os.path.dirname(path), exist_ok=True)
     fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)

@@ -9,6 +9,7 @@ import duckdb
 import pytest
 
 from run_pipeline.defs.assets import wandb_catalog, wandb_run_tables
+from run_pipeline.defs.batching import requested_partitions
 from run_pipeline.defs.partitions import wandb_runs_partitions
 from run_pipeline.defs.resources import WandbResource, WarehouseResource
 from run_pipeline.defs.schedules import build_nightly_schedule
@@ -98,9 +99,10 @@ def test_sensor_requests_finished_runs_once(emulator, resources):
     finished = {rid for rid, m in disk_runs(emulator).items() if m["state"] in ("finished", "crashed", "failed", "killed")}
     ctx = dg.build_sensor_context(instance=instance, resources=resources)
     result = wandb_finished_runs_sensor(ctx)
-    assert {RunRef.from_partition_key(r.partition_key).run_id for r in result.run_requests} == finished
     added = result.dynamic_partitions_requests[0].partition_keys
-    assert sorted(added) == sorted(r.partition_key for r in result.run_requests)
+    requested = [k for r in result.run_requests for k in requested_partitions(r, list(added))]
+    assert {RunRef.from_partition_key(k).run_id for k in requested} == finished
+    assert sorted(added) == sorted(requested)
     instance.add_dynamic_partitions(wandb_runs_partitions.name, list(added))
     # A run that finishes later is picked up on the next tick; the others are not requested again
     # with a new run key.

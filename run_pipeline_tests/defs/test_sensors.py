@@ -11,6 +11,7 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import pytest
 
+from run_pipeline.defs.batching import requested_partitions
 from run_pipeline.defs.partitions import wandb_runs_partitions
 from run_pipeline.defs.resources import WandbResource
 from run_pipeline.defs.sensors import looked_back, wandb_finished_runs_sensor, wandb_runs_discovery_sensor
@@ -26,11 +27,21 @@ def wandb(emulator):
 
 
 def tick(sensor, instance, wandb, cursor=None):
-    return sensor(dg.build_sensor_context(instance=instance, resources={"wandb": wandb}, cursor=cursor))
+    result = sensor(dg.build_sensor_context(instance=instance, resources={"wandb": wandb}, cursor=cursor))
+    result.order = order_after(instance, result)
+    return result
 
 
-def run_ids(requests) -> list[str]:
-    return sorted(RunRef.from_partition_key(r.partition_key).run_id for r in requests)
+def order_after(instance, result) -> list[str]:
+    """Every partition key in Dagster's order once the tick's partition requests are applied."""
+    added = [k for r in (result.dynamic_partitions_requests or []) for k in r.partition_keys]
+    return list(instance.get_dynamic_partitions(wandb_runs_partitions.name)) + added
+
+
+def run_ids(result) -> list[str]:
+    """The W&B runs the tick's run requests export (a batch is a partition range)."""
+    return sorted(RunRef.from_partition_key(k).run_id for r in result.run_requests
+                  for k in requested_partitions(r, result.order))
 
 
 def runs_by_state(emulator, states) -> list[str]:
@@ -54,14 +65,14 @@ def test_a_run_marked_crashed_without_a_heartbeat_is_exported(emulator, wandb):
     oldest = min(r.heartbeat_at for r in emulator.store.project_runs("demo", PROJECT))
     emulator.store.touch_heartbeat("demo", PROJECT, running[0], oldest - timedelta(days=1))
     first = tick(wandb_finished_runs_sensor, instance, wandb)
-    assert run_ids(first.run_requests) == runs_by_state(emulator, TERMINAL_STATES)
+    assert run_ids(first) == runs_by_state(emulator, TERMINAL_STATES)
     assert json.loads(first.cursor)[f"demo/{PROJECT}"]["running"] == running
     # The server's watchdog marks the run crashed; its heartbeat stays where it was, far
     # behind the sensor's watermark.
     victim = emulator.store.get_run("demo", PROJECT, running[0])
     emulator.store.update_run(victim, state="crashed")
     second = tick(wandb_finished_runs_sensor, instance, wandb, first.cursor)
-    assert run_ids(second.run_requests) == [running[0]]
+    assert run_ids(second) == [running[0]]
     assert second.run_requests[0].tags["wandb/state"] == "crashed"
     assert running[0] not in json.loads(second.cursor)[f"demo/{PROJECT}"]["running"]
     third = tick(wandb_finished_runs_sensor, instance, wandb, second.cursor)
@@ -80,7 +91,7 @@ def test_a_finished_run_the_listing_showed_late_is_still_found(emulator, wandb):
     assert late.heartbeat_at.replace(tzinfo=None) < datetime.fromisoformat(watermark.replace("Z", "")).replace(tzinfo=None)
     after_index_lag(emulator)
     second = tick(wandb_finished_runs_sensor, instance, wandb, first.cursor)
-    assert run_ids(second.run_requests) == ["late0001"]
+    assert run_ids(second) == ["late0001"]
     # Beyond the look-back it would be lost; the cursor's watermark never moves backwards.
     assert json.loads(second.cursor)[f"demo/{PROJECT}"]["after"] == watermark
 
