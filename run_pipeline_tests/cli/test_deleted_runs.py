@@ -80,3 +80,20 @@ def test_prune_refuses_a_time_it_cannot_read(tmp_path):
     assert bad.returncode == 2
     assert bad.stderr == ("run-pipeline: error: argument --deleted-before: 'last week' is not an ISO 8601 date or "
                           "time (e.g. 2026-11-01 or 2026-11-01T08:00:00Z) (see run-pipeline prune --help)\n")
+
+
+def test_a_restored_run_loses_its_mark_and_exports_incrementally(emulator, tmp_path):
+    wh = tmp_path / "wh"
+    assert export(emulator, wh).returncode == 0
+    victim = sorted(r.run_id for r in emulator.store.project_runs("demo", PROJECT) if len(r.history))[0]
+    rows = query(wh, f"SELECT count(*) FROM history WHERE run_id = '{victim}'")[0][0]
+    emulator.store.delete_run(emulator.store.require_run("demo", PROJECT, victim))
+    assert export(emulator, wh).returncode == 0
+    assert query(wh, f"SELECT deleted_at IS NOT NULL FROM runs WHERE run_id = '{victim}'") == [(True,)]
+    # W&B restores it within its 7 days: same run, same history, nothing fetched twice.
+    emulator.store.restore_run("demo", PROJECT, victim)
+    done = export(emulator, wh)
+    assert done.returncode == 0, done.stderr
+    assert query(wh, "SELECT count(*) FROM runs WHERE deleted_at IS NOT NULL") == [(0,)]
+    assert query(wh, f"SELECT count(*) FROM history WHERE run_id = '{victim}'") == [(rows,)]
+    assert not list((wh / "run_deletions").rglob("*.parquet"))

@@ -133,3 +133,42 @@ def test_discovery_registers_every_run_before_any_export(emulator, wandb):
 def test_the_discovery_sensor_runs_by_default():
     assert wandb_runs_discovery_sensor.default_status == dg.DefaultSensorStatus.RUNNING
     assert wandb_finished_runs_sensor.default_status == dg.DefaultSensorStatus.STOPPED
+
+
+def test_the_schedule_marks_a_deleted_run_and_unmarks_it_once_restored(emulator, wandb, tmp_path):
+    from run_pipeline.defs.assets import wandb_run_tables
+    from run_pipeline.defs.resources import WarehouseResource
+    from run_pipeline.defs.schedules import build_nightly_schedule
+    from run_pipeline.settings import NIGHTLY_CRON
+    from run_pipeline.warehouse import Warehouse
+
+    resources = {"wandb": wandb, "warehouse": WarehouseResource(root=str(tmp_path / "wh"))}
+    schedule = build_nightly_schedule(NIGHTLY_CRON, "UTC")
+    with dg.instance_for_test() as instance:
+
+        def tick() -> list:
+            with dg.build_schedule_context(instance=instance, resources=resources,
+                                           scheduled_execution_time=datetime.now(timezone.utc)) as ctx:
+                result = schedule(ctx)
+                return [] if isinstance(result, dg.SkipReason) else list(result)
+
+        def materialize(requests) -> None:
+            for r in requests:  # the schedule requests one partition per run
+                dg.materialize([wandb_run_tables], partition_key=r.partition_key, resources=resources,
+                               instance=instance)
+
+        materialize(tick())
+        assert tick() == []
+        victim = runs_by_state(emulator, ("finished",))[0]
+        emulator.store.delete_run(emulator.store.require_run("demo", PROJECT, victim))
+        gone = tick()
+        assert [RunRef.from_partition_key(k).run_id for r in gone for k in [r.partition_key]] == [victim]
+        materialize(gone)  # the export finds it gone: recorded, not failed
+        wh = Warehouse(tmp_path / "wh")
+        assert wh.deleted_at("demo", PROJECT, victim) is not None
+        assert tick() == []  # marked once; no request every night
+        emulator.store.restore_run("demo", PROJECT, victim)
+        back = tick()
+        assert [RunRef.from_partition_key(k).run_id for r in back for k in [r.partition_key]] == [victim]
+        materialize(back)
+        assert wh.deleted_at("demo", PROJECT, victim) is None
