@@ -7,8 +7,9 @@ import os
 
 import dagster as dg
 
+from run_pipeline.defs.embedded import wandb_resource
 from run_pipeline.defs.factory import ExportOptions, build_definitions
-from run_pipeline.defs.resources import WandbResource, WarehouseResource
+from run_pipeline.defs.resources import WarehouseResource
 from run_pipeline.settings import DEFAULT_WAREHOUSE, NIGHTLY_CRON, SENSOR_RUNS_PER_DAGSTER_RUN
 
 
@@ -17,7 +18,8 @@ def _env_list(name: str) -> list[str]:
 
 
 defs = build_definitions(
-    WandbResource(
+    # No WANDB_BASE_URL: the embedded emulator over the built-in sample, bound here, at load time.
+    wandb_resource(
         base_url=os.environ.get("WANDB_BASE_URL") or None,
         # EnvVar keeps the key out of the run config shown in the UI and the event log.
         api_key=dg.EnvVar("WANDB_API_KEY") if os.environ.get("WANDB_API_KEY") else None,

@@ -341,32 +341,6 @@ def _name_run(exc: Exception, path: str) -> None:
         exc.args = (f"run {path}: {exc.args[0]}", *exc.args[1:])
 
 
-def default_emulator_dataset() -> Path:
-    return Path(tempfile.gettempdir()) / "run_pipeline-embedded-dataset"
-
-
-@contextmanager
-def embedded_emulator(dataset_dir: str | Path | None = None) -> Iterator[Any]:
-    """An in-process emulator over `dataset_dir` (created from the built-in sample when
-    missing; default: a shared directory under the system temp dir)."""
-    from run_pipeline.emulator.sample import generate
-    from run_pipeline.emulator.server import EmulatorServer
-
-    root = Path(dataset_dir) if dataset_dir else default_emulator_dataset()
-    if not root.exists():
-        tmp = Path(tempfile.mkdtemp(prefix=".sample-", dir=root.parent))
-        try:
-            generate(tmp)
-            try:
-                tmp.rename(root)
-            except OSError:  # another process made it first
-                pass
-        finally:
-            shutil.rmtree(tmp, ignore_errors=True)
-    with EmulatorServer(root) as server:
-        yield server
-
-
 @dataclass(frozen=True)
 class RunInspection:
     """What the asset checks and materialization metadata look at for one exported run."""

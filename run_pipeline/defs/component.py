@@ -20,6 +20,7 @@ from pydantic import BaseModel, Field
 from run_pipeline.settings import DEFAULT_WAREHOUSE, NIGHTLY_CRON, SENSOR_RUNS_PER_DAGSTER_RUN, WANDB_POOL
 
 from .assets import CATALOG_AUTOMATION, GROUP, export_partitions
+from .embedded import wandb_resource
 from .factory import ExportOptions, build_definitions
 from .resources import WandbResource, WarehouseResource
 
@@ -114,7 +115,7 @@ class WandbExportComponent(dg.Component, dg.Resolvable):
         yield from export_partitions(context, wandb, warehouse, keys)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        wandb = WandbResource(base_url=self.base_url or None, api_key=self._api_key(),
+        wandb = wandb_resource(base_url=self.base_url or None, api_key=self._api_key(),
                               entity=(self.entities or [None])[0], entities=self.entities[1:],
                               projects=self.projects, emulator_dataset=self.emulator_dataset)
         options = ExportOptions(

@@ -1,8 +1,5 @@
-"""Resources: thin wrappers that build the W&B client and the warehouse.
-
-`WandbResource` with no `base_url` serves the built-in sample dataset from an embedded
-emulator, so `dagster dev` works with no account, no credentials and no network.
-"""
+"""Resources: thin wrappers that build the W&B client and the warehouse. (The embedded
+emulator's binding, chosen at load time when no W&B URL is set, is in `embedded.py`.)"""
 
 from __future__ import annotations
 
@@ -15,14 +12,14 @@ import dagster as dg
 from pydantic import Field
 
 from run_pipeline.client import Api
-from run_pipeline.export import embedded_emulator
 from run_pipeline.warehouse import Warehouse
 
 
 class WandbResource(dg.ConfigurableResource):
-    """Where runs come from: a W&B server, or the embedded emulator when `base_url` is unset."""
+    """Where runs come from: a W&B server."""
 
-    base_url: str | None = Field(default=None, description="W&B API URL, e.g. https://api.wandb.ai; unset: embedded emulator")
+    base_url: str | None = Field(default=None, description="W&B API URL, e.g. https://api.wandb.ai; unset: "
+                                                           "$WANDB_BASE_URL, else W&B SaaS")
     # repr=False: the resolved resource holds the key itself; its repr must not show it.
     api_key: str | None = Field(default=None, repr=False,
                                 description="W&B API key (set it with dg.EnvVar); unset: ~/.netrc")
@@ -31,18 +28,12 @@ class WandbResource(dg.ConfigurableResource):
                                 description="projects to export, names or globs (`exp-*`); empty: every project")
     entities: list[str] = Field(default_factory=list,
                                 description="further entities to export (with `entity`), each with `projects`")
-    emulator_dataset: str | None = Field(default=None, description="dataset directory for the embedded emulator")
     timeout: float = Field(default=30.0, description="seconds per HTTP request")
 
     @contextmanager
     def get_api(self) -> Iterator[Api]:
-        if self.base_url:
-            with Api(api_key=self.api_key, base_url=self.base_url, timeout=self.timeout) as api:
-                yield api
-            return
-        with embedded_emulator(self.emulator_dataset) as server:
-            with Api(api_key=server.api_key, base_url=server.base_url, timeout=self.timeout) as api:
-                yield api
+        with Api(api_key=self.api_key, base_url=self.base_url, timeout=self.timeout) as api:
+            yield api
 
     def target(self, api: Api) -> tuple[str, list[str]]:
         """(entity, projects) to export, for the first entity."""
