@@ -30,8 +30,9 @@ from run_pipeline.client.attrs import (
 from run_pipeline.client.batches import parse_rows
 from run_pipeline.client.errors import WandbClientError, WandbMalformedDataError, WandbNotFoundError
 from run_pipeline.client.files import File, Files, upload_run_file
-from run_pipeline.client.history import HistoryReader, HistoryScan, downsample
+from run_pipeline.client.history import HistoryReader, HistoryScan
 from run_pipeline.client.summary import Summary
+from run_pipeline.client.windows import downsample
 
 if TYPE_CHECKING:
     import pandas as pd

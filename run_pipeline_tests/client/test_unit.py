@@ -25,7 +25,7 @@ from run_pipeline.client.batches import (
     rows_to_batch,
     strings_to_batch,
 )
-from run_pipeline.client.history import page_windows
+from run_pipeline.client.windows import page_windows
 from run_pipeline.client.retry import RateLimitPacer, RetryPolicy, parse_retry_after, retry_delay
 from run_pipeline.client.transport import parse_json
 
@@ -378,7 +378,7 @@ def test_windows_after_sparse_then_dense_keep_pages_bounded():
 
 
 def test_prefetch_keeps_order_and_raises_in_the_consumer():
-    from run_pipeline.client.history import prefetch
+    from run_pipeline.client.windows import prefetch
 
     def items():
         yield 1
@@ -395,7 +395,7 @@ def test_prefetch_keeps_order_and_raises_in_the_consumer():
 def test_prefetch_stops_its_thread_when_abandoned():
     import threading
 
-    from run_pipeline.client.history import prefetch
+    from run_pipeline.client.windows import prefetch
 
     produced = []
 
