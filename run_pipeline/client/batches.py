@@ -10,6 +10,7 @@ Missing values are null; rows keep their order (repeated steps included).
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -59,13 +60,43 @@ _strict_encode = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, all
 _json_text = json.JSONEncoder(separators=(",", ":"), ensure_ascii=False, default=str, check_circular=False).encode
 
 
+_SURROGATE = re.compile("[\ud800-\udfff]")
+
+
+def plain_text(text: str) -> str:
+    """Text UTF-8 can carry: a lone surrogate (JSON allows `\\ud800` alone; UTF-8 does not)
+    becomes U+FFFD, the replacement character."""
+    return _SURROGATE.sub("\ufffd", text)
+
+
+def escaped_surrogates(json_text: str) -> str:
+    """JSON text whose lone surrogates are spelled out as the six characters of their escape
+    (a string holding `\\ud800`), as the warehouse stores them: DuckDB's JSON refuses the
+    escape itself, and the original stays recoverable."""
+    return _SURROGATE.sub(lambda m: f"\\\\u{ord(m.group()):04x}", json_text)
+
+
+def _strings(values: list[Any]) -> pa.Array:
+    try:
+        return pa.array(values, pa.string())
+    except UnicodeEncodeError:
+        return pa.array([None if v is None else plain_text(v) for v in values], pa.string())
+
+
+def _json_array(texts: list[str | None]) -> pa.Array:
+    try:
+        return pa.array(texts, pa.string())
+    except UnicodeEncodeError:  # a lone surrogate in some value
+        return pa.array([None if t is None else escaped_surrogates(t) for t in texts], pa.string())
+
+
 def _json_texts(values: list[Any]) -> tuple[pa.Array, bool]:
     """JSON text of each value and whether all of it is canonical: a value holding NaN or
     ±Infinity keeps JSON's NaN/Infinity tokens (so `batch_to_rows` gives it back exactly) and
     is left to the warehouse to write canonically."""
     encode = _strict_encode
     try:
-        return pa.array([None if v is None else encode(v) for v in values], pa.string()), True
+        return _json_array([None if v is None else encode(v) for v in values]), True
     except ValueError:  # some value holds NaN or ±Infinity: only those keep the tokens
         pass
     out: list[str | None] = []
@@ -74,7 +105,7 @@ def _json_texts(values: list[Any]) -> tuple[pa.Array, bool]:
             out.append(None if v is None else encode(v))
         except ValueError:
             out.append(_json_text(v))
-    return pa.array(out, pa.string()), False
+    return _json_array(out), False
 
 
 def _column(name: str, values: list[Any]) -> tuple[pa.Array, bool, bool]:
@@ -101,7 +132,7 @@ def _column(name: str, values: list[Any]) -> tuple[pa.Array, bool, bool]:
     elif kinds == {bool}:
         return pa.array(values, pa.bool_()), False, True
     elif kinds == {str}:
-        return pa.array(values, pa.string()), False, True
+        return _strings(values), False, True
     array, canonical = _json_texts(values)
     return array, True, canonical
 
@@ -123,8 +154,17 @@ def rows_to_batch(rows: Sequence[dict[str, Any]], first: Sequence[str] = (STEP,)
         array, is_json, exact_text = _column(name, columns[name])
         canonical = canonical and exact_text
         arrays.append(array)
-        fields.append(pa.field(name, array.type, metadata=JSON_METADATA if is_json else None))
+        fields.append(pa.field(_field_name(name), array.type, metadata=JSON_METADATA if is_json else None))
     return pa.RecordBatch.from_arrays(arrays, schema=pa.schema(fields, metadata=_batch_metadata(canonical)))
+
+
+def _field_name(key: str) -> str:
+    """A key as a column name: as logged, but a lone surrogate becomes U+FFFD (Arrow names are UTF-8)."""
+    try:
+        key.encode("utf-8")
+    except UnicodeEncodeError:
+        return plain_text(key)
+    return key
 
 
 def _exact_rows(strings: Sequence[str], keys: set[str]) -> list[dict[str, Any]]:
