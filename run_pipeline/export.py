@@ -1,26 +1,18 @@
-"""The export path shared by the Dagster assets and `run-pipeline export`: find runs through
-the client, stream each into the warehouse (incremental by default), report what landed.
-Plain Python: no Dagster import."""
+"""The sync of one run from a client into a warehouse, shared by the Dagster assets and
+`run-pipeline export`: the run's identity, its record, and the `Exporter` that streams it in
+(incremental by default) and reports what landed. Finding runs is `discovery.py`, exporting
+many at once `pool.py`. Plain Python: no Dagster import."""
 
 from __future__ import annotations
 
-import os
-import shutil
-import signal
-import tempfile
 import threading
 import time
-from concurrent.futures import Future, ProcessPoolExecutor, ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
 from dataclasses import dataclass
-from itertools import islice
-from pathlib import Path
 from typing import Any, Iterator
 from urllib.parse import quote, unquote
 
 from run_pipeline.client import Api, Run, WandbClientError, WandbNotFoundError
-from run_pipeline.lifeline import die_with
-from run_pipeline.settings import LIST_PAGE_SIZE, TERMINAL_STATES
+from run_pipeline.settings import TERMINAL_STATES
 from run_pipeline.warehouse import RunExport, Warehouse, WarehouseError
 
 # Characters Dagster partition keys must not contain (and "%", our escape), plus "/" which
@@ -55,43 +47,6 @@ class RunRef:
     @property
     def path(self) -> str:
         return f"{self.entity}/{self.project}/{self.run_id}"
-
-
-@dataclass(frozen=True)
-class FoundRun:
-    ref: RunRef
-    state: str
-    heartbeat_at: str  # the server's DateTime text, comparable as a string
-    run: Run
-
-    @property
-    def partition_key(self) -> str:
-        return self.ref.partition_key
-
-
-def iter_runs(api: Api, entity: str, project: str, *, states=None, since: str | None = None,
-              after: str | None = None, run_ids=None) -> Iterator[FoundRun]:
-    """Runs of a project in heartbeat order, filtered on the server, lazily paged: `states`,
-    heartbeat at or after `since` or strictly after `after` (ISO, UTC), `run_ids`."""
-    clauses: list[dict[str, Any]] = []
-    if states:
-        clauses.append({"state": {"$in": list(states)}})
-    if since:
-        clauses.append({"heartbeatAt": {"$gte": since}})
-    if after:
-        clauses.append({"heartbeatAt": {"$gt": after}})
-    if run_ids:
-        clauses.append({"name": {"$in": list(run_ids)}})
-    filters = {"$and": clauses} if clauses else None
-    for run in api.runs(f"{entity}/{project}", filters=filters, order="+heartbeat_at", per_page=LIST_PAGE_SIZE):
-        yield FoundRun(RunRef(entity, project, run.id), run.state, run.heartbeat_at or "", run)
-
-
-def discover_runs(api: Api, entity: str, project: str, *, states=None, since: str | None = None,
-                  after: str | None = None, run_ids=None, limit: int | None = None) -> list[FoundRun]:
-    """`iter_runs` as a list of at most `limit` runs."""
-    runs = iter_runs(api, entity, project, states=states, since=since, after=after, run_ids=run_ids)
-    return list(runs if limit is None else islice(runs, max(0, limit)))
 
 
 def run_metadata(run: Run) -> dict[str, Any]:
@@ -213,127 +168,6 @@ class Exporter:
             yield batch
 
 
-#: With fewer runs than this per worker, threads: a process pool's start-up would not pay off.
-MIN_RUNS_PER_PROCESS = 4
-#: Imported once by the fork server, so workers start with them loaded. pyarrow imports pandas
-#: (when installed) the first time it converts Python values, about 0.5 s of CPU that every
-#: worker would otherwise pay; a missing module is skipped by multiprocessing.
-FORKSERVER_PRELOAD = ("run_pipeline.export", "pandas")
-
-
-@dataclass(frozen=True)
-class Outcome:
-    """One run of `export_runs`: its result, or the error that stopped it (its message, naming
-    the run, and the error's class name, e.g. "WandbQueryError"), or `deleted`: the server no
-    longer has the run, which is not a failure (its rows stay in the warehouse, marked with
-    the time the deletion was seen, when it was ever exported)."""
-
-    target: FoundRun | RunRef
-    result: ExportResult | None
-    error: str | None
-    error_type: str | None
-    deleted: bool = False
-
-    @property
-    def ref(self) -> RunRef:
-        return _ref(self.target)
-
-
-def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun] | list[RunRef], *, full: bool = False,
-                workers: int = 1, processes: bool | None = None) -> Iterator[Outcome]:
-    """Export `targets`, `workers` at a time; yield each outcome as it completes. A failed run
-    is reported and the others still land.
-
-    A target is a listed run (`FoundRun`: exported from the listing's fields, no request to
-    load it) or a `RunRef` (loaded under the run's lock first, as Dagster partitions are).
-    Parsing history holds the GIL, so with `workers > 1` runs are exported in a pool of
-    processes, each with its own client and connection pool; `processes=None` picks threads
-    when there are too few runs to pay for starting the pool.
-    """
-    workers = max(1, int(workers))
-    if processes is None:
-        processes = workers > 1 and len(targets) >= workers * MIN_RUNS_PER_PROCESS
-    if workers == 1 and not processes:
-        exporter = Exporter(api, warehouse)
-        for target in targets:
-            yield Outcome(target, *_export_here(exporter, _what(target), full))
-        return
-    if processes:
-        import multiprocessing
-
-        methods = multiprocessing.get_all_start_methods()
-        context = multiprocessing.get_context("forkserver" if "forkserver" in methods else "spawn")
-        if "forkserver" in methods:
-            context.set_forkserver_preload(list(FORKSERVER_PRELOAD))
-        pool: Any = ProcessPoolExecutor(max_workers=workers, mp_context=context,
-                                        initializer=_start_worker, initargs=(api, warehouse, os.getpid()))
-
-        def submit(target: FoundRun | RunRef) -> Future:
-            attrs = target.run.server_attrs if isinstance(target, FoundRun) else {}
-            return pool.submit(_export_in_worker, _ref(target), attrs, full)
-    else:
-        exporter = Exporter(api, warehouse)
-        pool = ThreadPoolExecutor(max_workers=workers)
-
-        def submit(target: FoundRun | RunRef) -> Future:
-            return pool.submit(_export_here, exporter, _what(target), full)
-
-    with pool:
-        futures = {submit(t): t for t in targets}
-        try:
-            for future in as_completed(futures):
-                yield Outcome(futures[future], *future.result())
-        finally:
-            for future in futures:
-                future.cancel()
-            if not processes:
-                exporter.stop.set()  # threads still exporting abandon their runs
-
-
-def _ref(target: FoundRun | RunRef) -> RunRef:
-    return target.ref if isinstance(target, FoundRun) else target
-
-
-def _what(target: FoundRun | RunRef) -> Run | RunRef:
-    return target.run if isinstance(target, FoundRun) else target
-
-
-def _export_here(exporter: Exporter, run: Run | RunRef,
-                 full: bool) -> tuple[ExportResult | None, str | None, str | None, bool]:
-    try:
-        return exporter.export_run(run, full=full), None, None, False
-    except WandbNotFoundError as exc:
-        ref = run if isinstance(run, RunRef) else RunRef(run.entity, run.project, run.id)
-        try:
-            if exporter.mark_if_deleted(ref):
-                return None, None, None, True
-        except Exception as check:  # noqa: BLE001 - the original error is the one to report
-            exc.__context__ = check
-        return None, f"{type(exc).__name__}: {exc}", type(exc).__name__, False
-    except Exception as exc:  # reported per run; the others still land
-        return None, f"{type(exc).__name__}: {exc}", type(exc).__name__, False
-
-
-_worker_exporter: Exporter | None = None
-
-
-def _start_worker(api: Api, warehouse: Warehouse, owner_pid: int) -> None:
-    global _worker_exporter
-    die_with(owner_pid)  # killed owner, even by SIGKILL: no orphaned worker (nor fork server)
-    exporter = _worker_exporter = Exporter(api, warehouse)
-    # Ctrl-C reaches the whole process group: a worker abandons its run at the next batch
-    # (nothing of it committed) instead of dying at an arbitrary point.
-    signal.signal(signal.SIGINT, lambda *_: exporter.stop.set())
-
-
-def _export_in_worker(ref: RunRef, attrs: dict[str, Any],
-                      full: bool) -> tuple[ExportResult | None, str | None, str | None, bool]:
-    exporter = _worker_exporter
-    assert exporter is not None, "export worker not started"
-    run = Run(exporter.api, ref.entity, ref.project, ref.run_id, attrs=attrs) if attrs.get("id") else ref
-    return _export_here(exporter, run, full)
-
-
 def _name_run(exc: Exception, path: str) -> None:
     """Put the run's path in front of an error's message (same class, attributes and cause), so
     "gave up on GraphQL RunFullHistory ..." says which run it gave up on."""
@@ -341,88 +175,3 @@ def _name_run(exc: Exception, path: str) -> None:
         exc.args = (f"run {path}: {exc.args[0]}", *exc.args[1:])
 
 
-@dataclass(frozen=True)
-class RunInspection:
-    """What the asset checks and materialization metadata look at for one exported run."""
-
-    missing_files: list[str]
-    duplicate_steps: int
-    preview_markdown: str
-
-
-def inspect_run(warehouse: Warehouse, ref: RunRef, preview_rows: int = 5, preview_columns: int = 6) -> RunInspection:
-    """Check one exported run's files: its runs/run_config/run_summary files exist, how many
-    `_step` values repeat in its history, and a small preview of the last rows."""
-    import pyarrow.compute as pc
-    import pyarrow.dataset as ds
-    import pyarrow.fs as pafs
-
-    from run_pipeline.warehouse import RunKey
-    from run_pipeline.warehouse.export import RUN_FILES
-
-    root = warehouse.root
-    key = RunKey(ref.entity, ref.project, ref.run_id)
-    missing = []
-    for table, name in RUN_FILES.items():
-        path = f"{root.run_dir(table, key)}/{name}"
-        if root.fs.get_file_info(path).type != pafs.FileType.File:
-            missing.append(f"{table}/{name}")
-    history_dir = root.run_dir("history", key)
-    if root.fs.get_file_info(history_dir).type != pafs.FileType.Directory:
-        return RunInspection(missing, 0, "(no history)")
-    data = ds.dataset(history_dir, filesystem=root.fs, format="parquet", exclude_invalid_files=True)
-    if "_step" not in data.schema.names:  # a run that logged no history
-        return RunInspection(missing, 0, "(no history)")
-    steps = data.to_table(columns=["_step"]).column("_step")
-    duplicates = len(steps) - pc.count_distinct(steps).as_py() if len(steps) else 0
-    names = [n for n in data.schema.names if n not in ("entity", "project", "run_id")][:preview_columns]
-    table = data.to_table(columns=names)
-    tail = table.slice(max(0, table.num_rows - preview_rows))
-    lines = ["| " + " | ".join(names) + " |", "|" + "---|" * len(names)]
-    for row in tail.to_pylist():
-        lines.append("| " + " | ".join("" if row[n] is None else f"{row[n]:.6g}" if isinstance(row[n], float)
-                                       else str(row[n])[:40] for n in names) + " |")
-    return RunInspection(missing, duplicates, "\n".join(lines))
-
-
-def exported_status(warehouse: Warehouse, ref: RunRef) -> tuple[str, str] | None:
-    """(state, heartbeat ISO text) of the run as last exported, or None if never exported."""
-    import pyarrow.fs as pafs
-    import pyarrow.parquet as pq
-
-    from run_pipeline.warehouse import RunKey
-    from run_pipeline.warehouse.export import RUN_FILES
-
-    root = warehouse.root
-    path = f"{root.run_dir('runs', RunKey(ref.entity, ref.project, ref.run_id))}/{RUN_FILES['runs']}"
-    if root.fs.get_file_info(path).type != pafs.FileType.File:
-        return None
-    row = pq.read_table(path, filesystem=root.fs, columns=["state", "heartbeat_at"]).to_pylist()[0]
-    hb = row["heartbeat_at"]
-    return row["state"], hb.strftime("%Y-%m-%dT%H:%M:%S") if hb is not None else ""
-
-
-def vanished_runs(warehouse: Warehouse, entity: str, project: str,
-                  listed: list[FoundRun]) -> list[RunRef]:
-    """Exported runs of a project that a complete listing (`listed`) no longer holds and that
-    are not marked deleted yet: exporting them checks with the server and marks them."""
-    marked = {key.run_id for key, _ in warehouse.deleted_runs()
-              if key.entity == entity and key.project == project}
-    gone = warehouse.exported_run_ids(entity, project) - {f.ref.run_id for f in listed} - marked
-    return [RunRef(entity, project, run_id) for run_id in sorted(gone)]
-
-
-def changed_runs(api: Api, warehouse: Warehouse, entity: str, project: str) -> list[FoundRun | RunRef]:
-    """What a nightly refresh must fetch, however long since the last one ran: runs whose state
-    or heartbeat differ from their last export, runs never exported, runs marked deleted that
-    the server lists again (restored), and, as `RunRef`s, exported runs that the complete
-    listing no longer holds (their export finds them gone and marks them deleted)."""
-    out: list[FoundRun | RunRef] = []
-    listed = discover_runs(api, entity, project)
-    marked = {key.run_id for key, _ in warehouse.deleted_runs()
-              if key.entity == entity and key.project == project}
-    for found in listed:
-        if (found.ref.run_id in marked
-                or exported_status(warehouse, found.ref) != (found.state, found.heartbeat_at[:19])):
-            out.append(found)
-    return out + vanished_runs(warehouse, entity, project, listed)

@@ -4,7 +4,8 @@ one-process export lands, and a run that fails is reported by name while the oth
 from __future__ import annotations
 
 from run_pipeline.client import Api
-from run_pipeline.export import discover_runs, export_runs
+from run_pipeline.discovery import discover_runs
+from run_pipeline.pool import export_runs
 from run_pipeline.warehouse import Warehouse
 
 from .reliability.digest import warehouse_digest

@@ -65,7 +65,12 @@ def make_api(args: argparse.Namespace):
 def check_server(api, source: str, doing: str) -> None:
     """One request that proves the server is W&B and takes the key. `doing` says what the
     export is for, in the message when the server cannot be reached."""
-    from run_pipeline.client import WandbAuthError, WandbNotFoundError, WandbQueryError, WandbTransportError
+    from run_pipeline.client import (
+        WandbAuthError,
+        WandbNotFoundError,
+        WandbQueryError,
+        WandbTransportError,
+    )
 
     shown = display_url(api.base_url)
     try:
@@ -90,8 +95,12 @@ def find_runs(api, warehouse, entity: str, projects: list[str],
     the entity when `projects` is empty, as the Dagster definitions do. A complete listing
     (no --runs, --state or --since) also brings the exported runs it no longer holds: their
     export checks with the server and marks them deleted when they are gone."""
-    from run_pipeline.client import WandbNotFoundError, WandbQueryError, WandbTransportError
-    from run_pipeline.export import discover_runs, vanished_runs
+    from run_pipeline.client import (
+        WandbNotFoundError,
+        WandbQueryError,
+        WandbTransportError,
+    )
+    from run_pipeline.discovery import discover_runs, vanished_runs
 
     shown = display_url(api.base_url)
     if not projects:
@@ -156,7 +165,7 @@ class Tally:
 def export_all(api, warehouse, targets: list, *, full: bool, workers: int, quiet: bool) -> Tally:
     """Export `targets`; Ctrl-C abandons the runs in flight (nothing of them is committed) and
     ends with exit 130 and how to resume."""
-    from run_pipeline.export import export_runs
+    from run_pipeline.pool import export_runs
     from run_pipeline.warehouse import UNCHANGED
 
     before = {(k.entity, k.project, k.run_id) for k, _ in warehouse.run_states()}
@@ -236,8 +245,8 @@ def cmd_export(args: argparse.Namespace) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from run_pipeline.client import Api
+    from run_pipeline.discovery import discover_runs
     from run_pipeline.emulator.server import EmulatorServer
-    from run_pipeline.export import discover_runs
 
     from .guide import print_guide
 

@@ -95,9 +95,8 @@ def param(text: str) -> tuple[str, str]:
 def cmd_query(args: argparse.Namespace) -> int:
     import duckdb
 
-    from run_pipeline.warehouse.reading import execute
-
     from run_pipeline.warehouse import Warehouse, WarehouseError
+    from run_pipeline.warehouse.reading import execute
 
     if args.example == "list":
         sys.stdout.write(list_examples())

@@ -6,8 +6,12 @@ from collections.abc import Callable, Iterator, Mapping, Sequence
 
 import dagster as dg
 
-from run_pipeline.export import export_runs, inspect_run
-from run_pipeline.settings import BACKFILL_PARTITIONS_PER_RUN, EXPORT_WORKERS_PER_DAGSTER_RUN, WANDB_POOL
+from run_pipeline.pool import export_runs
+from run_pipeline.settings import (
+    BACKFILL_PARTITIONS_PER_RUN,
+    EXPORT_WORKERS_PER_DAGSTER_RUN,
+    WANDB_POOL,
+)
 from run_pipeline.warehouse.catalog import (
     EMPTY_COLUMNS,
     HISTORY,
@@ -92,7 +96,7 @@ def export_partitions(context: dg.AssetExecutionContext, wandb: WandbResource, w
                 results.append(result)
     order = {key: i for i, key in enumerate(context.partition_keys)}
     results.sort(key=lambda r: order[r.ref.partition_key])
-    inspections = {r.ref.partition_key: inspect_run(wh, r.ref) for r in results}
+    inspections = {r.ref.partition_key: wh.inspect_run(r.ref.entity, r.ref.project, r.ref.run_id) for r in results}
     runs_path = wh.root.location(wh.root.path("runs"))
     if failures:
         for result in results:

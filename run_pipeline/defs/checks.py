@@ -8,7 +8,8 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import dagster as dg
 
-from run_pipeline.export import ExportResult, RunInspection, RunRef
+from run_pipeline.export import ExportResult, RunRef
+from run_pipeline.warehouse.inspect import RunInspection
 
 HISTORY_CHECK = dg.AssetCheckSpec("history_reconciled", asset="wandb_run_history",
                                   description="Rows in the warehouse equal the rows the server holds for the run.")

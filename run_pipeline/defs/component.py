@@ -17,7 +17,12 @@ import dagster as dg
 import yaml
 from pydantic import BaseModel, Field
 
-from run_pipeline.settings import DEFAULT_WAREHOUSE, NIGHTLY_CRON, SENSOR_RUNS_PER_DAGSTER_RUN, WANDB_POOL
+from run_pipeline.settings import (
+    DEFAULT_WAREHOUSE,
+    NIGHTLY_CRON,
+    SENSOR_RUNS_PER_DAGSTER_RUN,
+    WANDB_POOL,
+)
 
 from .assets import CATALOG_AUTOMATION, GROUP, export_partitions
 from .embedded import wandb_resource

@@ -11,11 +11,21 @@ import dagster as dg
 
 from run_pipeline.settings import NIGHTLY_CRON, SENSOR_RUNS_PER_DAGSTER_RUN, WANDB_POOL
 
-from .assets import CATALOG_AUTOMATION, GROUP, build_catalog, build_run_tables, default_run_table_specs
+from .assets import (
+    CATALOG_AUTOMATION,
+    GROUP,
+    build_catalog,
+    build_run_tables,
+    default_run_table_specs,
+)
 from .jobs import build_catalog_job, build_export_job
 from .resources import WandbResource, WarehouseResource
 from .schedules import build_nightly_schedule
-from .sensors import build_catalog_automation_sensor, build_discovery_sensor, build_finished_runs_sensor
+from .sensors import (
+    build_catalog_automation_sensor,
+    build_discovery_sensor,
+    build_finished_runs_sensor,
+)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import dagster as dg
 
-from run_pipeline.export import changed_runs
+from run_pipeline.discovery import changed_runs
 
 from .jobs import wandb_export_job
 from .partitions import wandb_runs_partitions

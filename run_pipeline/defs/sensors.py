@@ -14,7 +14,7 @@ from datetime import datetime, timedelta
 import dagster as dg
 
 from run_pipeline.client import WandbNotFoundError
-from run_pipeline.export import FoundRun, iter_runs
+from run_pipeline.discovery import FoundRun, iter_runs
 from run_pipeline.settings import (
     DISCOVERY_MAX_PARTITIONS_PER_TICK,
     SENSOR_LOOKBACK_SECONDS,

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
-from . import catalog, deletions, export, state
+from . import catalog, deletions, export, inspect, state
 from .layout import HISTORY, RunKey, WarehouseRoot
 from .lock import run_lock
 from .series import HistorySource, SystemSource
@@ -82,6 +82,14 @@ class Warehouse:
         if removed and self.root.is_local:
             self.refresh_catalog()
         return removed
+
+    def inspect_run(self, entity: str, project: str, run_id: str) -> inspect.RunInspection:
+        """One exported run's files read back: present, repeated steps, the last rows."""
+        return inspect.inspect_run(self.root, RunKey(entity, project, run_id))
+
+    def exported_status(self, entity: str, project: str, run_id: str) -> tuple[str, str] | None:
+        """(state, heartbeat ISO text) of the run as last exported, or None if never exported."""
+        return inspect.exported_status(self.root, RunKey(entity, project, run_id))
 
     def run_state(self, entity: str, project: str, run_id: str, table: str = HISTORY) -> state.RunState | None:
         """The committed manifest of a run's history (or system metrics), None if never exported."""

@@ -80,7 +80,8 @@ def run_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
     discover runs, export them `workers` at a time with `export_runs` (incremental), then
     refresh the DuckDB catalog."""
     from run_pipeline.client import Api
-    from run_pipeline.export import discover_runs, export_runs
+    from run_pipeline.discovery import discover_runs
+    from run_pipeline.pool import export_runs
     from run_pipeline.warehouse import Warehouse
 
     start = time.perf_counter()

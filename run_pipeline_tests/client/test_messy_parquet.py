@@ -14,7 +14,8 @@ import pytest
 from run_pipeline.client import Api
 from run_pipeline.emulator.messy import generate_shaped_run
 from run_pipeline.emulator.server import EmulatorServer
-from run_pipeline.export import discover_runs, export_runs
+from run_pipeline.discovery import discover_runs
+from run_pipeline.pool import export_runs
 from run_pipeline.warehouse import Warehouse
 from run_pipeline_tests.reliability.digest import explain_difference, warehouse_digest
 

@@ -21,7 +21,8 @@ from run_pipeline.defs.batching import requested_partitions
 from run_pipeline.defs.component import WandbExportComponent, WandbExportScaffolder, WandbScaffoldParams
 from run_pipeline.defs.partitions import wandb_runs_partitions
 from run_pipeline.emulator.sample import generate
-from run_pipeline.export import discover_runs, export_runs
+from run_pipeline.discovery import discover_runs
+from run_pipeline.pool import export_runs
 from run_pipeline.settings import BACKFILL_PARTITIONS_PER_RUN, TERMINAL_STATES
 from run_pipeline.warehouse import Warehouse
 from run_pipeline_tests.reliability.digest import warehouse_digest

@@ -24,7 +24,8 @@ import yaml
 from run_pipeline.client import Api
 from run_pipeline.defs.batching import BLOCK_TAG, RANGE_END_TAG, RANGE_START_TAG
 from run_pipeline.defs.partitions import wandb_runs_partitions
-from run_pipeline.export import discover_runs, export_runs
+from run_pipeline.discovery import discover_runs
+from run_pipeline.pool import export_runs
 from run_pipeline.settings import TERMINAL_STATES
 from run_pipeline.warehouse import Warehouse
 from run_pipeline_tests.reliability.digest import explain_difference, warehouse_digest

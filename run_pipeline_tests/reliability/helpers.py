@@ -12,7 +12,8 @@ from pathlib import Path
 import requests
 
 from run_pipeline.client import Api, RetryPolicy
-from run_pipeline.export import Exporter, discover_runs
+from run_pipeline.discovery import discover_runs
+from run_pipeline.export import Exporter
 from run_pipeline.warehouse import Warehouse
 
 ENTITY = "demo"

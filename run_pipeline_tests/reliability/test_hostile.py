@@ -30,7 +30,8 @@ from run_pipeline.emulator.hostile import (
     generate_hostile,
 )
 from run_pipeline.emulator.server import EmulatorServer
-from run_pipeline.export import Exporter, RunRef, discover_runs
+from run_pipeline.discovery import discover_runs
+from run_pipeline.export import Exporter, RunRef
 from run_pipeline.warehouse import TABLES, Warehouse, WarehousePathError, view_statements
 
 from ..conftest import TEST_API_KEY

@@ -1,0 +1,78 @@
+"""Finding runs to export through the client: listings filtered on the server, and what a
+refresh must fetch compared with what the warehouse holds. Plain Python: no Dagster import."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from itertools import islice
+from typing import Any
+
+from run_pipeline.client import Api, Run
+from run_pipeline.export import RunRef
+from run_pipeline.settings import LIST_PAGE_SIZE
+from run_pipeline.warehouse import Warehouse
+
+
+@dataclass(frozen=True)
+class FoundRun:
+    ref: RunRef
+    state: str
+    heartbeat_at: str  # the server's DateTime text, comparable as a string
+    run: Run
+
+    @property
+    def partition_key(self) -> str:
+        return self.ref.partition_key
+
+
+def iter_runs(api: Api, entity: str, project: str, *, states=None, since: str | None = None,
+              after: str | None = None, run_ids=None) -> Iterator[FoundRun]:
+    """Runs of a project in heartbeat order, filtered on the server, lazily paged: `states`,
+    heartbeat at or after `since` or strictly after `after` (ISO, UTC), `run_ids`."""
+    clauses: list[dict[str, Any]] = []
+    if states:
+        clauses.append({"state": {"$in": list(states)}})
+    if since:
+        clauses.append({"heartbeatAt": {"$gte": since}})
+    if after:
+        clauses.append({"heartbeatAt": {"$gt": after}})
+    if run_ids:
+        clauses.append({"name": {"$in": list(run_ids)}})
+    filters = {"$and": clauses} if clauses else None
+    for run in api.runs(f"{entity}/{project}", filters=filters, order="+heartbeat_at", per_page=LIST_PAGE_SIZE):
+        yield FoundRun(RunRef(entity, project, run.id), run.state, run.heartbeat_at or "", run)
+
+
+def discover_runs(api: Api, entity: str, project: str, *, states=None, since: str | None = None,
+                  after: str | None = None, run_ids=None, limit: int | None = None) -> list[FoundRun]:
+    """`iter_runs` as a list of at most `limit` runs."""
+    runs = iter_runs(api, entity, project, states=states, since=since, after=after, run_ids=run_ids)
+    return list(runs if limit is None else islice(runs, max(0, limit)))
+
+
+def vanished_runs(warehouse: Warehouse, entity: str, project: str,
+                  listed: list[FoundRun]) -> list[RunRef]:
+    """Exported runs of a project that a complete listing (`listed`) no longer holds and that
+    are not marked deleted yet: exporting them checks with the server and marks them."""
+    marked = {key.run_id for key, _ in warehouse.deleted_runs()
+              if key.entity == entity and key.project == project}
+    gone = warehouse.exported_run_ids(entity, project) - {f.ref.run_id for f in listed} - marked
+    return [RunRef(entity, project, run_id) for run_id in sorted(gone)]
+
+
+def changed_runs(api: Api, warehouse: Warehouse, entity: str, project: str) -> list[FoundRun | RunRef]:
+    """What a nightly refresh must fetch, however long since the last one ran: runs whose state
+    or heartbeat differ from their last export, runs never exported, runs marked deleted that
+    the server lists again (restored), and, as `RunRef`s, exported runs that the complete
+    listing no longer holds (their export finds them gone and marks them deleted)."""
+    out: list[FoundRun | RunRef] = []
+    listed = discover_runs(api, entity, project)
+    marked = {key.run_id for key, _ in warehouse.deleted_runs()
+              if key.entity == entity and key.project == project}
+    for found in listed:
+        ref = found.ref
+        if (ref.run_id in marked
+                or warehouse.exported_status(ref.entity, ref.project, ref.run_id) != (found.state, found.heartbeat_at[:19])):
+            out.append(found)
+    return out + vanished_runs(warehouse, entity, project, listed)
