@@ -28,11 +28,16 @@ from run_pipeline.client.attrs import (
     snake_to_camel,
 )
 from run_pipeline.client.batches import parse_rows
-from run_pipeline.client.errors import WandbClientError, WandbMalformedDataError, WandbNotFoundError
+from run_pipeline.client.errors import (
+    WandbClientError,
+    WandbMalformedDataError,
+    WandbNotFoundError,
+)
 from run_pipeline.client.files import File, Files, upload_run_file
 from run_pipeline.client.history import HistoryReader, HistoryScan
 from run_pipeline.client.summary import Summary
 from run_pipeline.client.windows import downsample
+from run_pipeline.settings import TERMINAL_STATES
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -41,7 +46,6 @@ if TYPE_CHECKING:
     from run_pipeline.client.api import Api
 
 _INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")
-_TERMINAL_STATES = ("finished", "crashed", "failed", "killed", "preempted")
 
 
 class Run(Attrs):
@@ -350,7 +354,7 @@ class Run(Attrs):
             run = (data.get("project") or {}).get("run")
             if run is None:
                 raise WandbNotFoundError(f"run {self._path_str} not found")
-            if run.get("state") in _TERMINAL_STATES:
+            if run.get("state") in TERMINAL_STATES:
                 self._attrs["state"] = run["state"]
                 return
             if deadline is not None and time.monotonic() > deadline:

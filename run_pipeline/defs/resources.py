@@ -5,13 +5,13 @@ from __future__ import annotations
 
 from contextlib import contextmanager
 from fnmatch import fnmatchcase
-from pathlib import Path
 from typing import Iterator
 
 import dagster as dg
 from pydantic import Field
 
 from run_pipeline.client import Api
+from run_pipeline.settings import DEFAULT_WAREHOUSE
 from run_pipeline.warehouse import Warehouse
 
 
@@ -62,8 +62,7 @@ def _is_glob(name: str) -> bool:
 class WarehouseResource(dg.ConfigurableResource):
     """Where runs land: a local directory or an s3:// URI."""
 
-    root: str = Field(default="warehouse", description="warehouse root: a directory or s3://bucket/prefix")
+    root: str = Field(default=DEFAULT_WAREHOUSE, description="warehouse root: a directory or s3://bucket/prefix")
 
     def get_warehouse(self) -> Warehouse:
-        root = self.root if "://" in self.root else str(Path(self.root).absolute())
-        return Warehouse(root)
+        return Warehouse(self.root)  # a local root is made absolute there

@@ -18,7 +18,7 @@ import orjson
 from graphql import DocumentNode, ExecutionResult, GraphQLError, execute, parse, validate
 from starlette.applications import Starlette
 from starlette.requests import Request
-from starlette.responses import FileResponse, JSONResponse, Response
+from starlette.responses import FileResponse, Response
 from starlette.routing import Route
 
 from .faults import FaultInjector, RateLimiter

@@ -6,7 +6,6 @@ from __future__ import annotations
 
 import base64
 import hashlib
-import json
 import mimetypes
 import os
 import shutil
@@ -28,7 +27,6 @@ from .dataset import (
     RUN_STATES,
     SYSTEM_LOG,
     TERMINAL_STATES,
-    DatasetError,
     RowLog,
     iter_project_dirs,
     iter_run_dirs,
@@ -405,6 +403,3 @@ class Store:
         with self.lock:
             return parquet_export.export_history(run.history, self.cache_dir, run.storage_id)
 
-
-def dumps_compact(obj: Any) -> str:
-    return json.dumps(obj, separators=(",", ":"))

@@ -17,7 +17,6 @@ HISTORY, SYSTEM_METRICS, METRICS = "history", "system_metrics", "metrics"
 TABLES = (RUNS, RUN_CONFIG, RUN_SUMMARY, HISTORY, SYSTEM_METRICS, METRICS)
 #: Marks of runs deleted on the server (see `deletions.py`): read by the `runs` view, no view of its own.
 RUN_DELETIONS = "run_deletions"
-PARTITION_KEYS = ("entity", "project", "run_id")
 #: Temporary files live here, outside every table directory, so no view glob can see them.
 STAGING = "_staging"
 CATALOG_FILE = "warehouse.duckdb"
@@ -115,7 +114,7 @@ class WarehouseRoot:
         if text.startswith("file://"):
             text = urllib.parse.urlparse(text).path
         if "://" not in text:
-            base = os.path.abspath(text).replace(os.sep, "/").rstrip("/") or "/"
+            base = os.path.abspath(os.path.expanduser(text)).replace(os.sep, "/").rstrip("/") or "/"
             if _GLOB_CHARS & set(base) or "'" in base:
                 raise WarehousePathError(f"local root {base!r} contains glob or quote characters")
             return cls(filesystem or pafs.LocalFileSystem(), base, base)

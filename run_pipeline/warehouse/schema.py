@@ -23,7 +23,6 @@ import pyarrow.compute as pc
 from run_pipeline import deep_json
 
 NULL, BOOL, INT, DOUBLE, STRING, JSON = "null", "bool", "int", "double", "string", "json"
-LTYPES = (NULL, BOOL, INT, DOUBLE, STRING, JSON)
 NUMERIC = (INT, DOUBLE)
 JSON_FIELD_KEY = b"run_pipeline.json"
 JSON_METADATA = {JSON_FIELD_KEY: b"1"}
@@ -70,16 +69,6 @@ def arrow_field(name: str, ltype: str, key: str | None = None) -> pa.Field:
     if key is not None and key != name:
         metadata[KEY_FIELD_KEY] = key.encode("utf-8", "surrogatepass")
     return pa.field(name, _ARROW[ltype], nullable=True, metadata=metadata or None)
-
-
-def ltype_of_field(field: pa.Field) -> str:
-    """Lattice type of a column written by this package (read back from Parquet)."""
-    if field.metadata and field.metadata.get(JSON_FIELD_KEY) == b"1":
-        return JSON
-    for ltype, atype in _ARROW.items():
-        if ltype != JSON and field.type == atype:
-            return ltype
-    raise ValueError(f"column {field.name!r} has type {field.type} the warehouse never writes")
 
 
 # ---------------------------------------------------------------------------------------------
