@@ -14,6 +14,7 @@ from typing import Any
 from run_pipeline.client import queries
 from run_pipeline.client.artifacts import Artifact, parse_artifact_path
 from run_pipeline.client.attrs import Attrs, User
+from run_pipeline.client.auth import strip_userinfo
 from run_pipeline.client.errors import (
     WandbAuthError,
     WandbClientError,
@@ -24,7 +25,6 @@ from run_pipeline.client.paging import Paginator
 from run_pipeline.client.retry import RetryPolicy
 from run_pipeline.client.run import Run
 from run_pipeline.client.runs import Runs
-from run_pipeline.client.auth import strip_userinfo
 from run_pipeline.client.transport import DEFAULT_BASE_URL, Transport
 
 

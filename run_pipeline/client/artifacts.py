@@ -8,9 +8,9 @@ from typing import TYPE_CHECKING, Any
 
 from run_pipeline.client import queries
 from run_pipeline.client.attrs import Attrs, generate_id
+from run_pipeline.client.codec import parse_json
 from run_pipeline.client.errors import WandbNotFoundError
 from run_pipeline.client.paging import Paginator
-from run_pipeline.client.transport import parse_json
 
 if TYPE_CHECKING:
     from run_pipeline.client.run import Run

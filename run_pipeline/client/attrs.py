@@ -8,7 +8,7 @@ import string
 from datetime import datetime, timezone
 from typing import Any
 
-from run_pipeline.client.transport import parse_json
+from run_pipeline.client.codec import parse_json
 
 
 def snake_to_camel(string: str) -> str:

@@ -9,7 +9,6 @@ import urllib.parse
 import requests
 import requests.auth
 
-
 #: Any run of this many characters of the key (or of its Basic-auth token) is redacted: a
 #: cut-off or partly echoed key must not show either.
 SECRET_RUN = 8

@@ -18,8 +18,8 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from run_pipeline.client.codec import may_be_rounded, parse_json
 from run_pipeline.client.ndjson_page import SPLIT, huge_float_columns, read_page
-from run_pipeline.client.transport import _may_be_rounded, parse_json
 
 STEP = "_step"
 JSON_METADATA = {b"run_pipeline.json": b"1"}
@@ -50,7 +50,7 @@ def parse_rows(strings: Sequence[str]) -> list[dict[str, Any]]:
         rows = orjson.loads("[" + ",".join(strings) + "]")
     except orjson.JSONDecodeError:
         return [parse_json(s) for s in strings]
-    if _may_be_rounded(rows):
+    if may_be_rounded(rows):
         return [parse_json(s) for s in strings]
     return rows
 
@@ -174,8 +174,8 @@ def _exact_rows(strings: Sequence[str], keys: set[str]) -> list[dict[str, Any]]:
         rows = orjson.loads("[" + ",".join(strings) + "]")
     except orjson.JSONDecodeError:  # NaN/Infinity tokens somewhere on the page
         rows = [_loads_lenient(s) for s in strings]
-    if _may_be_rounded([row.get(k) for row in rows for k in keys]):
-        rows = [row if not _may_be_rounded([row.get(k) for k in keys]) else parse_json(s)
+    if may_be_rounded([row.get(k) for row in rows for k in keys]):
+        rows = [row if not may_be_rounded([row.get(k) for k in keys]) else parse_json(s)
                 for row, s in zip(rows, strings)]
     return rows
 

@@ -19,8 +19,8 @@ from urllib.parse import urlsplit
 import orjson
 import requests
 
-from run_pipeline import deep_json
 from run_pipeline.client.auth import ApiKeyAuth, Redactor, display_url, strip_userinfo
+from run_pipeline.client.codec import parse_json
 from run_pipeline.client.deadline import DeadlineAdapter, deadline
 from run_pipeline.client.deadline import extend as extend_deadline
 from run_pipeline.client.errors import (
@@ -48,67 +48,6 @@ BODY_READ_SIZE = 1 << 20
 #: A download averaging at least this many bytes a second may run past its retry budget (the
 #: budget is every request's deadline otherwise): a large Parquet file is not a trickle.
 MIN_DOWNLOAD_RATE = 256 * 1024
-
-
-# orjson reads an integer beyond 64 bits as a float, silently rounding it (2**64 + 1 becomes
-# 1.8446744073709552e+19). `parse_json` checks the parsed floats; `may_hold_big_ints` instead
-# scans text for a run of 19 digits (for pages of many numbers, where that is cheaper), and a
-# false positive (a long mantissa, digits in a string) only costs speed. Mapping every digit
-# to "0" and searching for 19 zeros is ~10x faster than a regex scan.
-_DIGITS_BYTES = bytes.maketrans(b"123456789", b"000000000")
-_DIGITS_TEXT = str.maketrans("123456789", "000000000")
-_RUN_BYTES, _RUN_TEXT = b"0" * 19, "0" * 19
-
-
-def may_hold_big_ints(data: bytes | str) -> bool:
-    """Whether JSON text may hold an integer orjson would round (see `parse_json`)."""
-    if isinstance(data, str):
-        return _RUN_TEXT in data.translate(_DIGITS_TEXT)
-    return _RUN_BYTES in data.translate(_DIGITS_BYTES)
-
-
-_ROUNDED = 2.0**63
-
-
-def _may_be_rounded(value: Any) -> bool:
-    """Whether an orjson result holds a float where the text may have had an integer beyond
-    orjson's range: orjson reads those as floats of magnitude >= 2**63. A walk of the parsed
-    values skips the text inside strings, which on a history page is nearly all of it."""
-    stack = [value]
-    while stack:
-        item = stack.pop()
-        kind = type(item)
-        if kind is float:
-            if not -_ROUNDED < item < _ROUNDED:
-                return True
-        elif kind is dict:
-            stack.extend(item.values())
-        elif kind is list:
-            stack.extend(item)
-    return False
-
-
-def parse_json(data: bytes | str) -> Any:
-    """Parse JSON fast with orjson, falling back to the stdlib for what orjson rejects
-    (`NaN`/`Infinity` tokens) or may have rounded (integers beyond 64 bits)."""
-    if isinstance(data, (bytearray, memoryview)):
-        data = bytes(data)
-    try:
-        value = orjson.loads(data)
-    except orjson.JSONDecodeError:
-        pass
-    else:
-        if not _may_be_rounded(value):
-            return value
-    if isinstance(data, bytes):
-        data = data.decode("utf-8")
-    try:
-        return json.loads(data)
-    except json.JSONDecodeError:
-        # W&B's own SDK retries JSONString payloads with strict=False (control characters).
-        return json.loads(data, strict=False)
-    except RecursionError:  # nested deeper than the stdlib follows (a deep config)
-        return deep_json.loads(data)
 
 
 class _RetryableResponse(Exception):
@@ -475,8 +414,6 @@ __all__ = [
     "RetryPolicy",
     "Transport",
     "display_url",
-    "may_hold_big_ints",
-    "parse_json",
     "parse_retry_after",
     "retry_delay",
 ]

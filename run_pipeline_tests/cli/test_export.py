@@ -228,7 +228,7 @@ def test_export_partial_failure_names_runs_and_resumes(emulator, tmp_path):
     run.history.path.unlink()
     r = run_cli(["export", "--entity", "demo", "--project", "rl-agents", "--warehouse", wh, "--quiet"], env=env)
     assert r.returncode == 6, r.stderr
-    assert f"1 of 12 runs failed" in r.stderr and f"demo/rl-agents/{run_dir.name}" in r.stderr
+    assert "1 of 12 runs failed" in r.stderr and f"demo/rl-agents/{run_dir.name}" in r.stderr
     assert "re-running resumes" in r.stderr
     con = duckdb.connect(f"{wh}/warehouse.duckdb", read_only=True)
     assert con.execute("SELECT count(*) FROM runs").fetchone()[0] == 11

@@ -51,6 +51,7 @@ def test_messy_run_parquet_and_live_exports_are_identical(messy_server, tmp_path
     assert all(store.served_from_parquet(store.require_run("e", p, r))
                for p, r in (("messy", "messrun1"), ("wide", "widerun1")))
     assert {r.history_rows_written for r in live if "messy" in r.ref.path} == {STEPS}
+    assert {r.history_rows_written for r in parquet if "messy" in r.ref.path} == {STEPS}
     a, b = warehouse_digest(tmp_path / "live"), warehouse_digest(tmp_path / "parquet")
     assert a == b, explain_difference(tmp_path / "live", tmp_path / "parquet")
 

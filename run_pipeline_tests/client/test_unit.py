@@ -13,7 +13,13 @@ import pyarrow.parquet as pq
 import pytest
 import requests
 
-from run_pipeline.client import Api, WandbAuthError, batch_to_rows, is_json_field, parse_run_path
+from run_pipeline.client import (
+    Api,
+    WandbAuthError,
+    batch_to_rows,
+    is_json_field,
+    parse_run_path,
+)
 from run_pipeline.client.api import api_key_from_netrc, app_url_from_base
 from run_pipeline.client.artifacts import parse_artifact_path
 from run_pipeline.client.attrs import parse_datetime, snake_to_camel
@@ -25,9 +31,14 @@ from run_pipeline.client.batches import (
     rows_to_batch,
     strings_to_batch,
 )
+from run_pipeline.client.codec import parse_json
+from run_pipeline.client.retry import (
+    RateLimitPacer,
+    RetryPolicy,
+    parse_retry_after,
+    retry_delay,
+)
 from run_pipeline.client.windows import page_windows
-from run_pipeline.client.retry import RateLimitPacer, RetryPolicy, parse_retry_after, retry_delay
-from run_pipeline.client.transport import parse_json
 
 KEY = "k" * 36 + "SEC1"
 

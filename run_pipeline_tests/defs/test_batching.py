@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import dagster as dg
 import pytest
 
 from run_pipeline.defs.batching import BLOCK_TAG, batch_requests, requested_partitions

@@ -2,7 +2,7 @@
 queryable, the sensor requests exactly the runs that finished, the schedule the ones updated."""
 
 import json
-from datetime import datetime, timedelta, timezone
+from datetime import datetime, timezone
 
 import dagster as dg
 import duckdb

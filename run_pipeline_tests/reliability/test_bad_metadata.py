@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 
 import duckdb
-import pytest
 
 from run_pipeline.warehouse import Warehouse
 

@@ -3,7 +3,6 @@ appearing without a refresh, and the README's example queries on a small warehou
 
 from __future__ import annotations
 
-import json
 import math
 import statistics
 

@@ -1,0 +1,56 @@
+"""The client's JSON codec: orjson's speed with W&B's values kept exact. orjson reads an
+integer beyond 64 bits as a float, silently rounding it (2**64 + 1 becomes
+1.8446744073709552e+19), and refuses the NaN/Infinity tokens W&B rows carry; `parse_json`
+checks the parsed floats and falls back to the standard library for both."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+import orjson
+
+from run_pipeline import deep_json
+
+_ROUNDED = 2.0**63
+
+
+def may_be_rounded(value: Any) -> bool:
+    """Whether an orjson result holds a float where the text may have had an integer beyond
+    orjson's range: orjson reads those as floats of magnitude >= 2**63. A walk of the parsed
+    values skips the text inside strings, which on a history page is nearly all of it."""
+    stack = [value]
+    while stack:
+        item = stack.pop()
+        kind = type(item)
+        if kind is float:
+            if not -_ROUNDED < item < _ROUNDED:
+                return True
+        elif kind is dict:
+            stack.extend(item.values())
+        elif kind is list:
+            stack.extend(item)
+    return False
+
+
+def parse_json(data: bytes | str) -> Any:
+    """Parse JSON fast with orjson, falling back to the stdlib for what orjson rejects
+    (`NaN`/`Infinity` tokens) or may have rounded (integers beyond 64 bits)."""
+    if isinstance(data, (bytearray, memoryview)):
+        data = bytes(data)
+    try:
+        value = orjson.loads(data)
+    except orjson.JSONDecodeError:
+        pass
+    else:
+        if not may_be_rounded(value):
+            return value
+    if isinstance(data, bytes):
+        data = data.decode("utf-8")
+    try:
+        return json.loads(data)
+    except json.JSONDecodeError:
+        # W&B's own SDK retries JSONString payloads with strict=False (control characters).
+        return json.loads(data, strict=False)
+    except RecursionError:  # nested deeper than the stdlib follows (a deep config)
+        return deep_json.loads(data)
