@@ -150,7 +150,7 @@ class Projects(Paginator[Project]):
         self.entity = entity
 
     def _fetch(self, cursor: str | None):
-        data = self._api._transport.graphql(
+        data = self._api.transport.graphql(
             queries.PROJECTS, {"entity": self.entity, "cursor": cursor, "perPage": self.per_page})
         conn = data.get("models")
         if conn is None:
@@ -227,6 +227,11 @@ class Api:
 
     def close(self) -> None:
         self._transport.close()
+
+    @property
+    def transport(self) -> Transport:
+        """The HTTP transport every object of this client sends through."""
+        return self._transport
 
     # -- identity -----------------------------------------------------------------------------
 

@@ -192,7 +192,7 @@ class RunArtifacts(Paginator[Artifact]):
     def _fetch(self, cursor: str | None):
         logged = self.mode == "logged"
         query = queries.RUN_OUTPUT_ARTIFACTS if logged else queries.RUN_INPUT_ARTIFACTS
-        data = self._api._transport.graphql(query, {
+        data = self._api.transport.graphql(query, {
             "entity": self.run.entity, "project": self.run.project, "run": self.run.id,
             "cursor": cursor, "perPage": self.per_page,
         })
@@ -217,7 +217,7 @@ def use_artifact(run: Run, artifact: Artifact, use_as: str | None = None) -> Art
     """Record `artifact` (an existing version) as an input of `run`."""
     if not isinstance(artifact, Artifact) or artifact.is_draft():
         raise ValueError("use_artifact needs an existing artifact from api.artifact()")
-    run._api._transport.graphql(queries.USE_ARTIFACT, {
+    run.client.transport.graphql(queries.USE_ARTIFACT, {
         "entityName": run.entity, "projectName": run.project, "runName": run.id,
         "artifactID": artifact.id, "usedAs": use_as or artifact.name})
     return artifact
@@ -234,7 +234,7 @@ def log_artifact(run: Run, artifact: Artifact, aliases: list[str] | None = None,
     ):
         raise ValueError("A run can't log an artifact to a different project.")
     collection = artifact.collection_name
-    data = run._api._transport.graphql(queries.CREATE_ARTIFACT, {
+    data = run.client.transport.graphql(queries.CREATE_ARTIFACT, {
         "artifactTypeName": artifact.type, "artifactCollectionNames": [collection],
         "entityName": run.entity, "projectName": run.project, "runName": run.id,
         "description": artifact.description, "digest": artifact.digest,

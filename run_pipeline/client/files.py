@@ -34,7 +34,7 @@ class File(Attrs):
     @property
     def url(self) -> str | None:
         url = self._attrs.get("url")
-        return self._api._transport.absolute_url(url) if url else url
+        return self._api.transport.absolute_url(url) if url else url
 
     @property
     def direct_url(self) -> str | None:
@@ -78,7 +78,7 @@ class File(Attrs):
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_name(f".{path.name}.part-{os.getpid()}")
         try:
-            self._api._transport.download(self.url, tmp)
+            self._api.transport.download(self.url, tmp)
             os.replace(tmp, path)
         finally:
             if tmp.exists():
@@ -89,7 +89,7 @@ class File(Attrs):
         """The file's content, without touching the disk."""
         if not self.url:
             raise WandbNotFoundError(f"file {self.name!r} has no download URL")
-        return self._api._transport.get_bytes(self.url)
+        return self._api.transport.get_bytes(self.url)
 
     def delete(self) -> None:
         project_id = None
@@ -101,7 +101,7 @@ class File(Attrs):
             # GraphQL Int is 32-bit; the argument is optional, so drop an id that cannot fit.
             if project_id is not None and not -(2**31) <= project_id < 2**31:
                 project_id = None
-        self._api._transport.graphql(
+        self._api.transport.graphql(
             queries.DELETE_FILES, {"files": [self.id], "projectId": project_id}
         )
 
@@ -131,7 +131,7 @@ class Files(Paginator[File]):
         }
         if self.pattern is not None:
             variables["pattern"] = self.pattern
-        data = self._api._transport.graphql(queries.RUN_FILES, variables)
+        data = self._api.transport.graphql(queries.RUN_FILES, variables)
         project = data.get("project")
         run = (project or {}).get("run")
         if run is None:
@@ -155,7 +155,7 @@ def upload_run_file(run: Run, path: str | os.PathLike, root: str | os.PathLike =
     that feature, then the stored `File` (wandb-api.md 3.10)."""
     root_abs = os.path.abspath(root)
     name = pathlib.PurePath(os.path.relpath(os.path.abspath(path), root_abs)).as_posix()
-    transport = run._api._transport
+    transport = run.client.transport
     data = transport.graphql(queries.CREATE_RUN_FILES, {
         "entity": run.entity, "project": run.project, "run": run.id, "files": [name]})
     result = data.get("createRunFiles") or {}

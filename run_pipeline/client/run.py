@@ -31,7 +31,6 @@ from run_pipeline.client.batches import parse_rows
 from run_pipeline.client.errors import (
     WandbClientError,
     WandbMalformedDataError,
-    WandbNotFoundError,
 )
 from run_pipeline.client.files import File, Files, upload_run_file
 from run_pipeline.client.history import HistoryReader, HistoryScan
@@ -60,6 +59,7 @@ class Run(Attrs):
     def __init__(self, client: Api, entity: str, project: str, run_id: str,
                  attrs: dict[str, Any] | None = None):
         self._api = client
+        self._transport = client.transport
         self._entity = entity
         self.project = project
         self._attrs: dict[str, Any] = {}
@@ -123,13 +123,7 @@ class Run(Attrs):
 
         Raises `WandbNotFoundError` naming the path when the run does not exist."""
         if force or "id" not in self._attrs:
-            data = self._api._transport.graphql(
-                queries.RUN, {"project": self.project, "entity": self.entity, "name": self.id}
-            )
-            run = (data.get("project") or {}).get("run")
-            if run is None:
-                raise self._api.missing(f"run {self._path_str} not found")
-            self._set_attrs(dict(run))
+            self._set_attrs(dict(self._run_field(queries.RUN)))
         return self._attrs
 
     # -- identity ------------------------------------------------------------------------------
@@ -255,12 +249,12 @@ class Run(Attrs):
     def summary(self) -> Summary:
         if self._summary is None:
             self._ensure_full("summaryMetrics")
-            self._summary = Summary(self, self._attrs["summaryMetrics"])
+            self._summary = Summary(self, self._attrs["summaryMetrics"], self._transport)
         return self._summary
 
     @property
     def summary_metrics(self) -> dict[str, Any]:
-        return self.summary._json_dict()
+        return self.summary.to_dict()
 
     @property
     def system_metrics(self) -> dict[str, Any]:
@@ -282,7 +276,7 @@ class Run(Attrs):
         reader = self._history_reader
         if reader is None or reader.run_id != self.id:
             reader = self._history_reader = HistoryReader(
-                self._api._transport, self.entity, self.project, self.id)
+                self._transport, self.entity, self.project, self.id)
         return reader
 
     def snake_to_camel(self, string: str) -> str:
@@ -313,7 +307,7 @@ class Run(Attrs):
 
     def update(self) -> None:
         """Persist tags, name, notes, description, group, job type, config and summary."""
-        data = self._api._transport.graphql(queries.UPSERT_RUN, {
+        data = self._transport.graphql(queries.UPSERT_RUN, {
             "id": self.storage_id, "tags": list(self.tags or []),
             "description": self.description, "notes": self.notes,
             "display_name": self.name, "config": self.json_config,
@@ -324,7 +318,7 @@ class Run(Attrs):
         if bucket:
             bucket = {k: v for k, v in bucket.items() if k != "summaryMetrics"}
             self._set_attrs(bucket)
-        summary._write()
+        summary.save()
 
     def save(self) -> None:
         """Same as `update()`."""
@@ -332,13 +326,13 @@ class Run(Attrs):
 
     def delete(self, delete_artifacts: bool = False) -> None:
         if delete_artifacts:
-            self._api._transport.graphql(queries.DELETE_RUN_WITH_ARTIFACTS,
+            self._transport.graphql(queries.DELETE_RUN_WITH_ARTIFACTS,
                                          {"id": self.storage_id, "deleteArtifacts": True})
         else:
-            self._api._transport.graphql(queries.DELETE_RUN, {"id": self.storage_id})
+            self._transport.graphql(queries.DELETE_RUN, {"id": self.storage_id})
 
     def update_state(self, state: str) -> bool:
-        data = self._api._transport.graphql(queries.UPDATE_RUN_STATE,
+        data = self._transport.graphql(queries.UPDATE_RUN_STATE,
                                             {"id": self.storage_id, "state": state})
         ok = bool((data.get("updateRunState") or {}).get("success"))
         if ok:
@@ -348,12 +342,7 @@ class Run(Attrs):
     def wait_until_finished(self, poll_seconds: float = 5.0, timeout: float | None = None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
         while True:
-            data = self._api._transport.graphql(
-                queries.RUN_STATE,
-                {"project": self.project, "entity": self.entity, "name": self.id})
-            run = (data.get("project") or {}).get("run")
-            if run is None:
-                raise WandbNotFoundError(f"run {self._path_str} not found")
+            run = self._run_field(queries.RUN_STATE)
             if run.get("state") in TERMINAL_STATES:
                 self._attrs["state"] = run["state"]
                 return
@@ -389,22 +378,18 @@ class Run(Attrs):
             raise ValueError("keys must be a list of strings")
         if keys and stream != "default":
             raise ValueError("stream must be 'default' when specifying keys")
-        variables = {"project": self.project, "entity": self.entity, "name": self.id}
-        transport = self._api._transport
         reader = self._history()
         if stream == "default" and reader.has_parquet():
             wanted = ([x_axis] + [k for k in keys if k != x_axis]) if keys else None
             rows = downsample(list(reader.scan_rows(wanted, 1000, None, None)), samples)
         elif keys:
             spec = json.dumps({"keys": [x_axis] + list(keys), "samples": samples})
-            data = transport.graphql(queries.RUN_SAMPLED_HISTORY, {**variables, "specs": [spec]})
-            run = self._run_or_raise(data)
+            run = self._run_field(queries.RUN_SAMPLED_HISTORY, specs=[spec])
             rows = (run.get("sampledHistory") or [[]])[0] or []
         else:
             field = "history" if stream == "default" else "events"
             query = queries.RUN_FULL_HISTORY if field == "history" else queries.RUN_FULL_EVENTS
-            data = transport.graphql(query, {**variables, "samples": samples})
-            rows = parse_rows(self._run_or_raise(data).get(field) or [])
+            rows = parse_rows(self._run_field(query, samples=samples).get(field) or [])
         if pandas:
             import pandas as pd  # optional dependency, only needed here
 
@@ -443,11 +428,20 @@ class Run(Attrs):
         checked against the server's `eventsLineCount`."""
         return self._history().iter_system_batches(batch_rows)
 
-    def _run_or_raise(self, data: dict[str, Any]) -> dict[str, Any]:
+    def _run_field(self, query: str, **variables: Any) -> dict[str, Any]:
+        """The run's fields selected by `query` (which takes project, entity and name): raises
+        not found, or an authentication error for a key with no viewer, when the run is null."""
+        data = self._transport.graphql(
+            query, {"project": self.project, "entity": self.entity, "name": self.id, **variables})
         run = (data.get("project") or {}).get("run")
         if run is None:
-            raise WandbNotFoundError(f"run {self._path_str} not found")
+            raise self._api.missing(f"run {self._path_str} not found")
         return run
+
+    @property
+    def client(self) -> Api:
+        """The `Api` this run was read through (W&B's `Run.client`)."""
+        return self._api
 
     # -- artifacts -----------------------------------------------------------------------------
 

@@ -34,7 +34,7 @@ class Runs(Paginator[Run]):
         self.project_internal_id: str | None = None
 
     def _fetch(self, cursor: str | None):
-        data = self._api._transport.graphql(queries.RUNS, {
+        data = self._api.transport.graphql(queries.RUNS, {
             "project": self.project, "entity": self.entity, "cursor": cursor,
             "perPage": self.per_page, "order": self.order,
             "filters": json.dumps(self.filters),

@@ -11,6 +11,7 @@ from run_pipeline.client.errors import WandbClientError
 
 if TYPE_CHECKING:
     from run_pipeline.client.run import Run
+    from run_pipeline.client.transport import Transport
 
 
 class Summary(MutableMapping):
@@ -20,9 +21,10 @@ class Summary(MutableMapping):
     and persists at once; `run.update()` persists whatever was changed locally.
     """
 
-    def __init__(self, run: Run, values: dict[str, Any]):
+    def __init__(self, run: Run, values: dict[str, Any], transport: Transport):
         self._run = run
         self._values = dict(values)
+        self._transport = transport
 
     def __getitem__(self, key: str) -> Any:
         return self._values[key]
@@ -52,18 +54,20 @@ class Summary(MutableMapping):
             self._values.update(other)
         if kwargs:
             self._values.update(kwargs)
-        self._write()
+        self.save()
 
-    def _write(self) -> None:
-        data = self._run._api._transport.graphql(queries.UPSERT_SUMMARY, {
+    def save(self) -> None:
+        """Persist the summary as it is now (all of it)."""
+        data = self._transport.graphql(queries.UPSERT_SUMMARY, {
             "id": self._run.storage_id,
             "summaryMetrics": json.dumps(self._values, default=str),
         })
         bucket = (data.get("upsertBucket") or {}).get("bucket") or {}
         if not bucket.get("id"):
-            raise WandbClientError(f"summary update of {self._run._path_str} returned no run")
+            raise WandbClientError(f"summary update of {'/'.join(self._run.path)} returned no run")
 
-    def _json_dict(self) -> dict[str, Any]:
+    def to_dict(self) -> dict[str, Any]:
+        """A plain copy of the values."""
         return dict(self._values)
 
     def __repr__(self) -> str:

@@ -76,7 +76,7 @@ class FakeTransport:
 
 
 def make_run(transport):
-    api = SimpleNamespace(_transport=transport, app_url="http://app")
+    api = SimpleNamespace(transport=transport, app_url="http://app")
     return Run(api, "e", "p", "r", attrs={"id": "sid", "name": "r", "state": "finished"})
 
 
