@@ -10,7 +10,11 @@ import dagster as dg
 from run_pipeline.defs.embedded import wandb_resource
 from run_pipeline.defs.factory import ExportOptions, build_definitions
 from run_pipeline.defs.resources import WarehouseResource
-from run_pipeline.settings import DEFAULT_WAREHOUSE, NIGHTLY_CRON, SENSOR_RUNS_PER_DAGSTER_RUN
+from run_pipeline.settings import (
+    DEFAULT_WAREHOUSE,
+    NIGHTLY_CRON,
+    SENSOR_RUNS_PER_DAGSTER_RUN,
+)
 
 
 def _env_list(name: str) -> list[str]:

@@ -13,7 +13,7 @@ from urllib.parse import quote, unquote
 
 from run_pipeline.client import Api, Run, WandbClientError, WandbNotFoundError
 from run_pipeline.settings import TERMINAL_STATES
-from run_pipeline.warehouse import RunExport, Warehouse, WarehouseError
+from run_pipeline.warehouse import RunExport, RunRecord, Warehouse, WarehouseError
 
 # Characters Dagster partition keys must not contain (and "%", our escape), plus "/" which
 # separates the three parts.
@@ -49,19 +49,20 @@ class RunRef:
         return f"{self.entity}/{self.project}/{self.run_id}"
 
 
-def run_metadata(run: Run) -> dict[str, Any]:
-    """The warehouse's run record, from a loaded client Run."""
+def run_record(run: Run) -> RunRecord:
+    """The warehouse's record of a loaded client Run."""
     user = run.user
     keys = run.history_keys or {}
-    return {
-        "entity": run.entity, "project": run.project, "run_id": run.id, "name": run.name,
-        "state": run.state, "created_at": run.created_at_utc, "heartbeat_at": run.heartbeat_at_utc,
-        "tags": list(run.tags or []), "notes": run.notes, "group": run.group, "job_type": run.job_type,
-        "username": user.username if user else None, "url": run.url,
-        "config": run.config, "summary": run.summary_metrics, "system_metrics": run.system_metrics,
-        "history_line_count": run.history_line_count,
-        "last_step": keys.get("lastStep", -1) if isinstance(keys, dict) else -1,
-    }
+    count = run.history_line_count
+    return RunRecord(
+        entity=run.entity, project=run.project, run_id=run.id, name=run.name, state=run.state,
+        created_at=run.created_at_utc, heartbeat_at=run.heartbeat_at_utc, tags=tuple(run.tags or ()),
+        notes=run.notes, group=run.group, job_type=run.job_type,
+        username=user.username if user else None, url=run.url,
+        config=run.config, summary=run.summary_metrics, system_metrics=run.system_metrics,
+        history_line_count=None if count is None else int(count),
+        last_step=keys.get("lastStep", -1) if isinstance(keys, dict) else -1,
+    )
 
 
 @dataclass(frozen=True)
@@ -138,15 +139,15 @@ class Exporter:
     def _export(self, run: Run, full: bool, start: float) -> ExportResult:
         ref = RunRef(run.entity, run.project, run.id)
         self._check_stop()
-        meta = run_metadata(run)
+        record = run_record(run)
         written = self.warehouse.export_run(
-            meta,
+            record,
             history=lambda min_step: self._until_stopped(
                 run.iter_history_batches(min_step=min_step, page_size=self.page_size)),
             system_metrics=lambda: self._until_stopped(run.iter_system_metrics_batches()),
             incremental=not full,
         )
-        return ExportResult(ref, run.state, written, int(meta["history_line_count"] or 0), time.perf_counter() - start)
+        return ExportResult(ref, run.state, written, record.history_line_count or 0, time.perf_counter() - start)
 
     def mark_if_deleted(self, ref: RunRef) -> bool:
         """Whether the server no longer has the run (asked afresh: a missing file is not a

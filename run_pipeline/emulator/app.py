@@ -15,7 +15,14 @@ import struct
 from typing import Any
 
 import orjson
-from graphql import DocumentNode, ExecutionResult, GraphQLError, execute, parse, validate
+from graphql import (
+    DocumentNode,
+    ExecutionResult,
+    GraphQLError,
+    execute,
+    parse,
+    validate,
+)
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import FileResponse, Response

@@ -8,7 +8,14 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
-from graphql import GraphQLError, GraphQLID, GraphQLSchema, GraphQLString, build_schema, get_nullable_type
+from graphql import (
+    GraphQLError,
+    GraphQLID,
+    GraphQLSchema,
+    GraphQLString,
+    build_schema,
+    get_nullable_type,
+)
 from graphql.execution import ExecutionContext
 from graphql.language import IntValueNode, StringValueNode, ValueNode
 

@@ -13,6 +13,7 @@ import pyarrow.fs as pafs
 from . import catalog, deletions, export, inspect, state
 from .layout import HISTORY, RunKey, WarehouseRoot
 from .lock import run_lock
+from .records import RunRecord
 from .series import HistorySource, SystemSource
 
 if TYPE_CHECKING:  # duckdb is imported where a catalog is built or opened
@@ -32,7 +33,7 @@ class Warehouse:
     def uri(self) -> str:
         return self.root.uri
 
-    def export_run(self, run: Mapping[str, Any], history: HistorySource | None = None,
+    def export_run(self, run: RunRecord | Mapping[str, Any], history: HistorySource | None = None,
                    system_metrics: SystemSource | None = None, *, incremental: bool = False,
                    exported_at: datetime | None = None, lock_timeout: float | None = None) -> export.RunExport:
         """Export one run (see `export.export_run`)."""
@@ -45,7 +46,7 @@ class Warehouse:
         export it with no other writer of the run in between. Re-entrant within a thread."""
         return run_lock(self.root, RunKey(entity, project, run_id), timeout)
 
-    def write_run_metadata(self, run: Mapping[str, Any]) -> export.MetadataResult:
+    def write_run_metadata(self, run: RunRecord | Mapping[str, Any]) -> export.MetadataResult:
         """Replace one run's row, config and summary."""
         return export.write_run_metadata(self.root, run)
 

@@ -18,7 +18,7 @@ from .layout import RUN_CONFIG, RUN_SUMMARY, RUNS, TABLES, RunKey, WarehouseRoot
 from .lock import run_lock
 from .parquet import Stage, delete_file, list_files, write_table_file
 from .parts import HISTORY_SPEC, SYSTEM_SPEC
-from .records import key_value_table, run_key, runs_table
+from .records import RunRecord, key_value_table, runs_table
 from .series import HistorySource, SeriesResult, SystemSource, export_series
 from .state import delete_series
 
@@ -71,15 +71,13 @@ class RunExport:
                 + (self.system_metrics.bytes if self.system_metrics else 0))
 
 
-def export_run(root: Root, run: Mapping[str, Any], history: HistorySource | None = None,
+def export_run(root: Root, run: RunRecord | Mapping[str, Any], history: HistorySource | None = None,
                system_metrics: SystemSource | None = None, *, incremental: bool = False,
                filesystem: pafs.FileSystem | None = None,
                exported_at: datetime | None = None, lock_timeout: float | None = None) -> RunExport:
     """Export one run.
 
-    `run` is the client's metadata dict (entity, project, run_id, name, state, created_at,
-    heartbeat_at, tags, notes, group, job_type, username, url, config, summary,
-    system_metrics, history_line_count, last_step). `history` is `fetch(min_step)` returning
+    `run` is the run's `RunRecord` (or a mapping of the same names). `history` is `fetch(min_step)` returning
     record batches in ascending `_step` order, or an iterable of such batches; None leaves the
     run's history untouched. `system_metrics` is a zero-argument callable or an iterable of
     batches with `_timestamp` and `_runtime`; it is always replaced whole.
@@ -96,6 +94,7 @@ def export_run(root: Root, run: Mapping[str, Any], history: HistorySource | None
     A run whose names cannot be stored is refused with `WarehousePathError` naming it.
     """
     wr = WarehouseRoot.parse(root, filesystem)
+    run = RunRecord.of(run)
     key = _storable_key(run)
     with run_lock(wr, key, lock_timeout):
         # One staging directory for the whole run (history, system metrics and metadata).
@@ -103,8 +102,8 @@ def export_run(root: Root, run: Mapping[str, Any], history: HistorySource | None
             history_result = system_result = None
             if history is not None:
                 history_result = export_series(wr, HISTORY_SPEC, key, history, stage, incremental=incremental,
-                                               source_last_step=_opt_int(run.get("last_step")),
-                                               source_rows=_opt_int(run.get("history_line_count")))
+                                               source_last_step=_opt_int(run.last_step),
+                                               source_rows=_opt_int(run.history_line_count))
             if system_metrics is not None:
                 system_result = export_series(wr, SYSTEM_SPEC, key, system_metrics, stage)
             metadata = _write_metadata(wr, key, run, exported_at, stage)
@@ -112,8 +111,8 @@ def export_run(root: Root, run: Mapping[str, Any], history: HistorySource | None
     return RunExport(key, history_result, system_result, metadata)
 
 
-def _storable_key(run: Mapping[str, Any]) -> RunKey:
-    key = run_key(run)
+def _storable_key(run: RunRecord) -> RunKey:
+    key = run.key
     try:
         key.components()
     except WarehousePathError as exc:
@@ -125,21 +124,22 @@ def _opt_int(value: Any) -> int | None:
     return None if value is None else int(value)
 
 
-def write_run_metadata(root: Root, run: Mapping[str, Any], *, filesystem: pafs.FileSystem | None = None,
+def write_run_metadata(root: Root, run: RunRecord | Mapping[str, Any], *, filesystem: pafs.FileSystem | None = None,
                        exported_at: datetime | None = None) -> MetadataResult:
     """Replace the run's row in `runs` and its rows in `run_config` and `run_summary`; each
     is one file per run, replaced atomically (under the run's lock)."""
     wr = WarehouseRoot.parse(root, filesystem)
+    run = RunRecord.of(run)
     key = _storable_key(run)
     with run_lock(wr, key):
         with Stage(wr, RUNS, key) as stage:
             return _write_metadata(wr, key, run, exported_at, stage)
 
 
-def _write_metadata(wr: WarehouseRoot, key: RunKey, run: Mapping[str, Any],
+def _write_metadata(wr: WarehouseRoot, key: RunKey, run: RunRecord,
                     exported_at: datetime | None, stage: Stage) -> MetadataResult:
     exported_at = exported_at or datetime.now(timezone.utc)
-    config, summary = key_value_table(run.get("config")), key_value_table(run.get("summary"))
+    config, summary = key_value_table(run.config), key_value_table(run.summary)
     tables = {RUNS: runs_table(run, exported_at), RUN_CONFIG: config, RUN_SUMMARY: summary}
     size = 0
     for table, data in tables.items():

@@ -23,6 +23,7 @@ from .errors import WarehouseDataError
 from .layout import HISTORY, METRICS, SYSTEM_METRICS
 from .parquet import ROW_GROUP_BYTES, ROW_GROUP_ROWS, LazyParquetWriter, Stage
 from .schema import (
+    CANONICAL_JSON_KEY,
     METRICS_SCHEMA,
     NULL,
     NUMERIC,
@@ -33,7 +34,6 @@ from .schema import (
     arrow_field,
     arrow_type,
     as_type,
-    CANONICAL_JSON_KEY,
     classify,
     convert,
     join_types,

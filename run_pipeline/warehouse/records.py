@@ -1,9 +1,10 @@
-"""Run metadata (a plain dict from the client) as rows: the one-row `runs` table and the
-flattened `run_config` / `run_summary` key-value tables."""
+"""Run metadata as rows: `RunRecord`, the typed record the client side hands the warehouse, and
+from it the one-row `runs` table and the flattened `run_config` / `run_summary` key-value tables."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator, Mapping
+from dataclasses import dataclass, fields
 from datetime import datetime, timezone
 from typing import Any
 
@@ -17,11 +18,53 @@ from .schema import KEY_VALUE_SCHEMA, RUNS_SCHEMA, json_text, plain_text
 MEDIA_TYPE_KEY = "_type"
 
 
-def run_key(run: Mapping[str, Any]) -> RunKey:
-    try:
-        return RunKey(str(run["entity"]), str(run["project"]), str(run["run_id"]))
-    except KeyError as exc:
-        raise KeyError(f"run metadata needs entity, project and run_id (missing {exc})") from exc
+@dataclass(frozen=True)
+class RunRecord:
+    """One run's metadata as the warehouse stores it. Times are datetimes (UTC) or ISO text;
+    `config`, `summary` and `system_metrics` are the documents as the server gave them (an
+    object, or anything else, kept as it is); `history_line_count` and `last_step` are what the
+    server says the history holds (None: unknown)."""
+
+    entity: str
+    project: str
+    run_id: str
+    name: str | None = None
+    state: str | None = None
+    created_at: datetime | str | None = None
+    heartbeat_at: datetime | str | None = None
+    tags: tuple[str, ...] | list[str] | None = None
+    notes: str | None = None
+    group: str | None = None
+    job_type: str | None = None
+    username: str | None = None
+    url: str | None = None
+    config: Any = None
+    summary: Any = None
+    system_metrics: Any = None
+    history_line_count: int | None = None
+    last_step: int | None = None
+
+    @property
+    def key(self) -> RunKey:
+        return RunKey(str(self.entity), str(self.project), str(self.run_id))
+
+    @classmethod
+    def of(cls, run: RunRecord | Mapping[str, Any]) -> RunRecord:
+        """A record, or one built from a mapping of the same names (`run_group` for `group`)."""
+        if isinstance(run, RunRecord):
+            return run
+        missing = [k for k in ("entity", "project", "run_id") if k not in run]
+        if missing:
+            raise KeyError(f"run metadata needs entity, project and run_id (missing {', '.join(missing)})")
+        names = {f.name for f in fields(cls)}
+        values = {k: v for k, v in run.items() if k in names}
+        if "group" not in values and "run_group" in run:
+            values["group"] = run["run_group"]
+        return cls(**values)
+
+
+def run_key(run: RunRecord | Mapping[str, Any]) -> RunKey:
+    return RunRecord.of(run).key
 
 
 def utc(value: Any) -> datetime | None:
@@ -53,20 +96,20 @@ def _document(value: Any) -> str:
     return json_text({} if value is None else value)
 
 
-def runs_table(run: Mapping[str, Any], exported_at: datetime) -> pa.Table:
+def runs_table(run: RunRecord, exported_at: datetime) -> pa.Table:
     """The run's row of the `runs` table (entity/project/run_id come from the directories)."""
-    tags = run.get("tags")
+    tags = run.tags
     row = {
-        "name": _text(run.get("name")), "state": _text(run.get("state")),
-        "created_at": utc(run.get("created_at")), "heartbeat_at": utc(run.get("heartbeat_at")),
+        "name": _text(run.name), "state": _text(run.state),
+        "created_at": utc(run.created_at), "heartbeat_at": utc(run.heartbeat_at),
         "tags": [_text(t) for t in tags] if tags is not None else None,
-        "notes": _text(run.get("notes")), "run_group": _text(run.get("group", run.get("run_group"))),
-        "job_type": _text(run.get("job_type")), "username": _text(run.get("username")),
-        "url": _text(run.get("url")),
-        "config": _document(run.get("config")), "summary": _document(run.get("summary")),
-        "system_metrics": _document(run.get("system_metrics")),
-        "history_line_count": _int(run.get("history_line_count"), 0),
-        "last_step": _int(run.get("last_step"), -1),
+        "notes": _text(run.notes), "run_group": _text(run.group),
+        "job_type": _text(run.job_type), "username": _text(run.username),
+        "url": _text(run.url),
+        "config": _document(run.config), "summary": _document(run.summary),
+        "system_metrics": _document(run.system_metrics),
+        "history_line_count": _int(run.history_line_count, 0),
+        "last_step": _int(run.last_step, -1),
         "exported_at": utc(exported_at),
     }
     return pa.Table.from_pylist([row], schema=RUNS_SCHEMA)

@@ -12,7 +12,14 @@ import pyarrow.parquet as pq
 
 from .layout import METRICS, RunKey, WarehouseRoot
 from .parquet import Stage
-from .parts import PartInfo, PartStream, SeriesSpec, parse_part_name, part_name, rewrite_part
+from .parts import (
+    PartInfo,
+    PartStream,
+    SeriesSpec,
+    parse_part_name,
+    part_name,
+    rewrite_part,
+)
 from .schema import NULL, STEP, ColumnNamer, join_types, view_equivalent
 from .state import RunState, commit, is_consistent, list_parts, read_state
 

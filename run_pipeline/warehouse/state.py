@@ -28,7 +28,13 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
-from .layout import METRICS, PARQUET_SUFFIX, RunKey, WarehouseRoot, decode_partition_value
+from .layout import (
+    METRICS,
+    PARQUET_SUFFIX,
+    RunKey,
+    WarehouseRoot,
+    decode_partition_value,
+)
 from .parquet import Stage, delete_file, list_files, write_bytes_file
 from .parts import PartInfo, SeriesSpec, parse_part_name
 
