@@ -9,7 +9,7 @@ is older than `stale_after` by the store's own `LastModified`, a waiter replaces
 `If-Match: <its ETag>`, which again only one waiter can win. An export that holds a lock for
 longer than `stale_after` can therefore be overlapped: keep it well above the longest export.
 
-pyarrow exposes no conditional put, so this speaks S3 through boto3, configured like the
+pyarrow exposes no conditional put, so this speaks S3 through botocore, configured like the
 pyarrow filesystem of the root (its endpoint and keys when it was given them, else the usual
 AWS variables such as `AWS_ENDPOINT_URL`).
 """
@@ -36,10 +36,10 @@ STALE_SECONDS = 6 * 3600
 
 def _client(fs: pafs.FileSystem):
     try:
-        import boto3
+        import botocore.session
         from botocore.config import Config
-    except ImportError as exc:  # pragma: no cover - boto3 is a dependency
-        raise WarehouseLockError("an s3:// warehouse needs boto3 for its per-run lock objects") from exc
+    except ImportError as exc:  # pragma: no cover - botocore is a dependency
+        raise WarehouseLockError("an s3:// warehouse needs botocore for its per-run lock objects") from exc
     kwargs: dict = {}
     if isinstance(fs, pafs.S3FileSystem):
         # The filesystem's own settings (an endpoint_override for MinIO or a test server).
@@ -55,7 +55,8 @@ def _client(fs: pafs.FileSystem):
             kwargs["aws_session_token"] = settings.get("session_token") or None
         if settings.get("region"):
             kwargs["region_name"] = settings["region"]
-    return boto3.client("s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}), **kwargs)
+    session = botocore.session.get_session()
+    return session.create_client("s3", config=Config(retries={"max_attempts": 5, "mode": "standard"}), **kwargs)
 
 
 def _conflict(exc) -> bool:

@@ -19,9 +19,11 @@ if TYPE_CHECKING:
     import duckdb
 
 #: Attempts at one query before a changing-file error is raised to the caller.
-ATTEMPTS = 8
-#: Pause before the first retry; doubled each time (0.05 s … 3.2 s, about 6 s in all).
+ATTEMPTS = 20
+#: Pause before the first retry; doubled each time up to `MAX_PAUSE` (about 15 s in all): on a
+#: loaded machine a query can meet several commits in a row.
 FIRST_PAUSE = 0.05
+MAX_PAUSE = 1.0
 #: What DuckDB says when a file it listed was removed or replaced before it scanned it.
 FILE_CHANGED = ("Cannot open file", "No such file or directory", "Prefetch registered for bytes outside file",
                 "No magic bytes found at end of file")
@@ -60,5 +62,5 @@ def execute(con: duckdb.DuckDBPyConnection, sql: str, parameters: Any = None, *,
             if attempt == attempts or not file_changed(exc):
                 raise
         time.sleep(pause)
-        pause *= 2
+        pause = min(MAX_PAUSE, pause * 2)
     raise AssertionError("unreachable")
