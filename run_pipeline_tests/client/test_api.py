@@ -122,7 +122,7 @@ def test_run_constructor_loads_when_given_no_attrs(api, showcase):
 # -- listing ------------------------------------------------------------------------------------
 
 
-def test_runs_pages_without_a_query_per_run(api, dataset):
+def test_runs_pages_without_a_query_per_run(api, dataset, emulator):
     project = "llm-finetune"
     expected = [d for d in dataset if d.project == project]
     before = api._transport.stats["requests"]
@@ -136,8 +136,10 @@ def test_runs_pages_without_a_query_per_run(api, dataset):
     assert sorted(seen) == sorted(d.run_id for d in expected)
     assert len(seen) == len(set(seen))
     assert len(runs) == len(expected)
-    # One request per page (+1 for the default-entity lookup only if it was needed: it wasn't).
-    assert requests == -(-len(expected) // 2)
+    # One request per page (+1 for the default-entity lookup only if it was needed: it wasn't);
+    # a server that answers every other page empty (W&B can) costs one more request per page.
+    pages = -(-len(expected) // 2)
+    assert requests == (2 * pages if "empty-pages" in emulator.profiles else pages)
 
 
 def test_runs_order_indexing_and_len(api, dataset):
