@@ -51,12 +51,18 @@ def discover_runs(api: Api, entity: str, project: str, *, states=None, since: st
     return list(runs if limit is None else islice(runs, max(0, limit)))
 
 
-def vanished_runs(warehouse: Warehouse, entity: str, project: str,
-                  listed: list[FoundRun]) -> list[RunRef]:
+def marked_deleted(warehouse: Warehouse, entity: str, project: str) -> set[str]:
+    """Ids of a project's runs the warehouse holds marked deleted."""
+    return {key.run_id for key, _ in warehouse.deleted_runs() if key.entity == entity and key.project == project}
+
+
+def vanished_runs(warehouse: Warehouse, entity: str, project: str, listed: list[FoundRun],
+                  marked: set[str] | None = None) -> list[RunRef]:
     """Exported runs of a project that a complete listing (`listed`) no longer holds and that
-    are not marked deleted yet: exporting them checks with the server and marks them."""
-    marked = {key.run_id for key, _ in warehouse.deleted_runs()
-              if key.entity == entity and key.project == project}
+    are not marked deleted yet (`marked`, read when not given): exporting them checks with the
+    server and marks them."""
+    if marked is None:
+        marked = marked_deleted(warehouse, entity, project)
     gone = warehouse.exported_run_ids(entity, project) - {f.ref.run_id for f in listed} - marked
     return [RunRef(entity, project, run_id) for run_id in sorted(gone)]
 
@@ -68,11 +74,10 @@ def changed_runs(api: Api, warehouse: Warehouse, entity: str, project: str) -> l
     listing no longer holds (their export finds them gone and marks them deleted)."""
     out: list[FoundRun | RunRef] = []
     listed = discover_runs(api, entity, project)
-    marked = {key.run_id for key, _ in warehouse.deleted_runs()
-              if key.entity == entity and key.project == project}
+    marked = marked_deleted(warehouse, entity, project)
     for found in listed:
         ref = found.ref
         if (ref.run_id in marked
                 or warehouse.exported_status(ref.entity, ref.project, ref.run_id) != (found.state, found.heartbeat_at[:19])):
             out.append(found)
-    return out + vanished_runs(warehouse, entity, project, listed)
+    return out + vanished_runs(warehouse, entity, project, listed, marked)

@@ -92,3 +92,29 @@ def wandb_api(wandb_env):
     import wandb
 
     return wandb.Api(api_key=wandb_env.api_key, overrides={"base_url": wandb_env.base_url}, timeout=30)
+
+
+@pytest.fixture(scope="session")
+def s3_endpoint():
+    """A loopback S3 server (moto) for the whole session, as "host:port"."""
+    from moto.server import ThreadedMotoServer
+
+    server = ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
+    server.start()
+    host, port = server.get_host_and_port()
+    yield f"{host}:{port}"
+    server.stop()
+
+
+@pytest.fixture
+def s3(s3_endpoint):
+    """A fresh bucket on the loopback S3 server: (pyarrow filesystem, bucket name)."""
+    import uuid
+
+    import pyarrow.fs as pafs
+
+    fs = pafs.S3FileSystem(endpoint_override=s3_endpoint, scheme="http", access_key="test",
+                           secret_key="test", region="us-east-1", allow_bucket_creation=True)
+    bucket = f"wh-{uuid.uuid4().hex[:12]}"
+    fs.create_dir(bucket)
+    return fs, bucket

@@ -266,12 +266,12 @@ class HistoryReader:
         yield from self._live_batches(start, end, page_size)
 
     def scan_rows(self, keys: list[str] | None, page_size: int, min_step: int | None,
-                  max_step: int | None) -> Iterator[dict[str, Any]]:
+                  max_step: int | None, plan: HistoryPlan | None = None) -> Iterator[dict[str, Any]]:
         """Rows as dicts: the exported Parquet's rows first, then the live tail. With `keys`,
         only rows that have every key, each holding `_step` and those keys (W&B's meaning),
-        whichever path a row came from."""
+        whichever path a row came from. `plan`: one the caller already has."""
         lo = max(0, int(min_step or 0))
-        plan = self.plan()
+        plan = plan or self.plan()
         wanted = None if not keys else [STEP] + [k for k in dict.fromkeys(keys) if k != STEP]
         top: int | None = None
         for batch, file_top in self._parquet_batches(plan, lo, max_step, 8_192, None, True,
@@ -295,9 +295,6 @@ class HistoryReader:
         else:
             for strings in page_windows(self.fetch_history_page, start, end, page_size):
                 yield from parse_rows(strings)
-
-    def has_parquet(self) -> bool:
-        return bool(self.plan().parquet_urls)
 
     # -- system metrics -----------------------------------------------------------------------
 

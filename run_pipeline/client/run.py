@@ -379,9 +379,10 @@ class Run(Attrs):
         if keys and stream != "default":
             raise ValueError("stream must be 'default' when specifying keys")
         reader = self._history()
-        if stream == "default" and reader.has_parquet():
+        plan = reader.plan() if stream == "default" else None
+        if plan is not None and plan.parquet_urls:
             wanted = ([x_axis] + [k for k in keys if k != x_axis]) if keys else None
-            rows = downsample(list(reader.scan_rows(wanted, 1000, None, None)), samples)
+            rows = downsample(list(reader.scan_rows(wanted, 1000, None, None, plan=plan)), samples)
         elif keys:
             spec = json.dumps({"keys": [x_axis] + list(keys), "samples": samples})
             run = self._run_field(queries.RUN_SAMPLED_HISTORY, specs=[spec])
@@ -391,8 +392,12 @@ class Run(Attrs):
             query = queries.RUN_FULL_HISTORY if field == "history" else queries.RUN_FULL_EVENTS
             rows = parse_rows(self._run_field(query, samples=samples).get(field) or [])
         if pandas:
-            import pandas as pd  # optional dependency, only needed here
-
+            try:
+                import pandas as pd  # the optional `pandas` extra, needed only here
+            except ImportError:
+                raise ImportError("Run.history() returns a pandas DataFrame: install pandas "
+                                  "(pip install 'run_pipeline[pandas]'), or pass pandas=False for a list "
+                                  "of dicts") from None
             return pd.DataFrame.from_records(rows)
         return rows
 

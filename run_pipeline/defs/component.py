@@ -25,7 +25,6 @@ from run_pipeline.settings import (
 )
 
 from .assets import CATALOG_AUTOMATION, GROUP, export_partitions
-from .embedded import wandb_resource
 from .factory import ExportOptions, build_definitions
 from .resources import WandbResource, WarehouseResource
 
@@ -79,15 +78,13 @@ class WandbExportComponent(dg.Component, dg.Resolvable):
     covering them all."""
 
     base_url: Annotated[Optional[str], _field(  # noqa: UP045 (the component schema wants Optional)
-        "W&B API URL, e.g. https://api.wandb.ai; empty: the built-in sample emulator")] = None
+        "W&B API URL, e.g. https://api.wandb.ai; empty: $WANDB_BASE_URL, else W&B SaaS")] = None
     api_key: Annotated[Optional[str], _field(  # noqa: UP045
         'API key, e.g. "{{ env.WANDB_API_KEY }}"; empty: ~/.netrc')] = field(default=None, repr=False)
     entities: Annotated[list[str], _field("entities to export; empty: the key's default")] = field(
         default_factory=list)
     projects: Annotated[list[str], _field(
         "projects of each entity, names or globs (`exp-*`); empty: every project")] = field(default_factory=list)
-    emulator_dataset: Annotated[Optional[str], _field(  # noqa: UP045
-        "dataset of the embedded emulator (when base_url is empty)")] = None
     warehouse: Annotated[str, _field("warehouse root: a directory or s3://bucket/prefix")] = DEFAULT_WAREHOUSE
     schedule_cron: Annotated[str, _field("when wandb_nightly_schedule runs")] = NIGHTLY_CRON
     schedule_timezone: Annotated[str, _field("the schedule's timezone")] = "UTC"
@@ -120,9 +117,9 @@ class WandbExportComponent(dg.Component, dg.Resolvable):
         yield from export_partitions(context, wandb, warehouse, keys)
 
     def build_defs(self, context: dg.ComponentLoadContext) -> dg.Definitions:
-        wandb = wandb_resource(base_url=self.base_url or None, api_key=self._api_key(),
+        wandb = WandbResource(base_url=self.base_url or None, api_key=self._api_key(),
                               entity=(self.entities or [None])[0], entities=self.entities[1:],
-                              projects=self.projects, emulator_dataset=self.emulator_dataset)
+                              projects=self.projects)
         options = ExportOptions(
             nightly_cron=self.schedule_cron, timezone=self.schedule_timezone,
             sensor_interval=self.sensor_interval_seconds, runs_per_dagster_run=self.runs_per_dagster_run,

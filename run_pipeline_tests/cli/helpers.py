@@ -43,3 +43,13 @@ def free_port() -> int:
     with socket.socket() as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
+
+
+def disk_counts(dataset, project) -> dict[str, int]:
+    """History rows of each run of a `demo` project, read from the emulator's dataset."""
+    out = {}
+    for run_dir in sorted((dataset / "demo" / project).iterdir()):
+        if run_dir.is_dir():
+            hist = run_dir / "history.jsonl"
+            out[run_dir.name] = sum(1 for line in hist.read_text().splitlines() if line.strip()) if hist.exists() else 0
+    return out

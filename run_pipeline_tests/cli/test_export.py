@@ -9,17 +9,8 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from .helpers import disk_counts, error_line, free_port, run_cli
 from .helpers import emulator_env as _env
-from .helpers import error_line, free_port, run_cli
-
-
-def disk_counts(dataset, project):
-    out = {}
-    for run_dir in sorted((dataset / "demo" / project).iterdir()):
-        if run_dir.is_dir():
-            hist = run_dir / "history.jsonl"
-            out[run_dir.name] = sum(1 for line in hist.read_text().splitlines() if line.strip()) if hist.exists() else 0
-    return out
 
 
 def words(text: str) -> str:

@@ -13,16 +13,7 @@ import threading
 import duckdb
 import pytest
 
-from .helpers import CLI, clean_env, emulator_env, run_cli
-
-
-def disk_counts(dataset, project):
-    out = {}
-    for run_dir in sorted((dataset / "demo" / project).iterdir()):
-        if run_dir.is_dir():
-            hist = run_dir / "history.jsonl"
-            out[run_dir.name] = sum(1 for line in hist.read_text().splitlines() if line.strip()) if hist.exists() else 0
-    return out
+from .helpers import CLI, clean_env, disk_counts, emulator_env, run_cli
 
 
 def visible(wh):

@@ -7,7 +7,6 @@ from __future__ import annotations
 import csv
 import io
 import json
-import uuid
 
 import pyarrow.parquet as pq
 import pytest
@@ -100,29 +99,17 @@ def test_csv_json_and_parquet(demo_wh, tmp_path):
     assert error_line(no_output) == "run-pipeline: error: --format parquet writes a file: add --output FILE"
 
 
-def test_an_s3_warehouse_is_queried_offline(tmp_path):
-    moto_server = pytest.importorskip("moto.server")
-    import pyarrow.fs as pafs
-
+def test_an_s3_warehouse_is_queried_offline(s3, s3_endpoint):
     from run_pipeline.warehouse import Warehouse
 
     from ..warehouse.helpers import batch, make_run
 
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    try:
-        host, port = server.get_host_and_port()
-        bucket = f"wh-{uuid.uuid4().hex[:12]}"
-        fs = pafs.S3FileSystem(endpoint_override=f"{host}:{port}", scheme="http", access_key="test",
-                               secret_key="test", region="us-east-1", allow_bucket_creation=True)
-        fs.create_dir(bucket)
-        wh = Warehouse(f"s3://{bucket}/wh", filesystem=fs)
-        wh.export_run(make_run("team", "proj", "run1"), [batch([0, 1, 2], {"loss": [3.0, 2.0, 1.0]})])
-        env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
-               "AWS_ENDPOINT_URL": f"http://{host}:{port}"}
-        r = run_cli(["query", "--warehouse", f"s3://{bucket}/wh", "--format", "csv",
-                     "SELECT run_id, count(*) AS n, sum(loss) AS total FROM history GROUP BY run_id"], env=env)
-    finally:
-        server.stop()
+    fs, bucket = s3
+    wh = Warehouse(f"s3://{bucket}/wh", filesystem=fs)
+    wh.export_run(make_run("team", "proj", "run1"), [batch([0, 1, 2], {"loss": [3.0, 2.0, 1.0]})])
+    env = {"AWS_ACCESS_KEY_ID": "test", "AWS_SECRET_ACCESS_KEY": "test", "AWS_REGION": "us-east-1",
+           "AWS_ENDPOINT_URL": f"http://{s3_endpoint}"}
+    r = run_cli(["query", "--warehouse", f"s3://{bucket}/wh", "--format", "csv",
+                 "SELECT run_id, count(*) AS n, sum(loss) AS total FROM history GROUP BY run_id"], env=env)
     assert r.returncode == 0, r.stderr
     assert r.stdout.splitlines() == ["run_id,n,total", "run1,3,6.0"]

@@ -98,6 +98,6 @@ def wait_for_parquet(run, timeout: float = 15.0) -> None:
     import time
 
     deadline = time.monotonic() + timeout
-    while not run._history().has_parquet():
+    while not run._history().plan().parquet_urls:
         assert time.monotonic() < deadline, f"{run.path} was never served as Parquet"
         time.sleep(0.2)

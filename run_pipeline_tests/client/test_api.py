@@ -392,3 +392,13 @@ def test_quoted_path_and_url_for_odd_ids(api):
     run = Run.create(api, run_id="odd-id_1", project="p q")
     assert run.path == ["demo", urllib.parse.quote("p q", safe=""), "odd-id_1"]
     assert run.url.endswith("/demo/p%20q/runs/odd-id_1")
+
+
+def test_history_without_pandas_says_how_to_get_it(api, dataset, monkeypatch):
+    import sys
+
+    run = api.run(dataset[0].path)
+    monkeypatch.setitem(sys.modules, "pandas", None)  # as in a plain install: pandas absent
+    with pytest.raises(ImportError, match=r"pip install 'run_pipeline\[pandas\]'"):
+        run.history(samples=5)
+    assert len(run.history(samples=5, pandas=False)) <= 5

@@ -5,9 +5,7 @@ from __future__ import annotations
 
 import threading
 import time
-import uuid
 
-import pyarrow.fs as pafs
 import pytest
 
 from run_pipeline.warehouse import WarehouseRoot
@@ -16,24 +14,10 @@ from run_pipeline.warehouse.layout import RunKey
 from run_pipeline.warehouse.lock import lock_path, run_lock
 from run_pipeline.warehouse.objectlock import object_lock
 
-moto_server = pytest.importorskip("moto.server")
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"{host}:{port}"
-    server.stop()
-
 
 @pytest.fixture
-def root(s3_endpoint) -> WarehouseRoot:
-    fs = pafs.S3FileSystem(endpoint_override=s3_endpoint, scheme="http", access_key="test", secret_key="test",
-                           region="us-east-1", allow_bucket_creation=True)
-    bucket = f"lk-{uuid.uuid4().hex[:12]}"
-    fs.create_dir(bucket)
+def root(s3) -> WarehouseRoot:
+    fs, bucket = s3
     return WarehouseRoot.parse(f"s3://{bucket}/wh", filesystem=fs)
 
 

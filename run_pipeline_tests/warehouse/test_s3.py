@@ -7,8 +7,6 @@ registered as a filesystem (no DuckDB extension: nothing is downloaded).
 
 from __future__ import annotations
 
-import uuid
-
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 import pytest
@@ -24,28 +22,7 @@ from run_pipeline.warehouse import (
 
 from .helpers import GrowingHistory, batch, make_run, query, system_batch
 
-moto_server = pytest.importorskip("moto.server")
-
 ENTITY, PROJECT, RUN_ID = "../x", "a'; DROP TABLE runs; --", "ünï/=%"
-
-
-@pytest.fixture(scope="module")
-def s3_endpoint():
-    server = moto_server.ThreadedMotoServer(ip_address="127.0.0.1", port=0, verbose=False)
-    server.start()
-    host, port = server.get_host_and_port()
-    yield f"{host}:{port}"
-    server.stop()
-
-
-@pytest.fixture
-def s3(s3_endpoint):
-    """A fresh bucket; returns (filesystem, bucket)."""
-    fs = pafs.S3FileSystem(endpoint_override=s3_endpoint, scheme="http", access_key="test",
-                           secret_key="test", region="us-east-1", allow_bucket_creation=True)
-    bucket = f"wh-{uuid.uuid4().hex[:12]}"
-    fs.create_dir(bucket)
-    return fs, bucket
 
 
 def objects(fs, prefix: str) -> list[str]:
