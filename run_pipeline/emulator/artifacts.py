@@ -10,7 +10,8 @@ from typing import TYPE_CHECKING, Any
 from .dataset import ARTIFACTS_FILE, write_json_atomic
 
 if TYPE_CHECKING:
-    from .store import RunRecord, Store
+    from .records import RunRecord
+    from .store import Store
 
 
 class ArtifactStore:

@@ -27,7 +27,8 @@ from graphql.utilities import get_operation_ast
 from .dataset import TERMINAL_STATES
 
 if TYPE_CHECKING:
-    from .store import RunRecord, Store
+    from .records import RunRecord
+    from .store import Store
 
 # name -> the W&B behaviour it reproduces (README.md, "Server profiles", has the long form).
 PROFILES: dict[str, str] = {

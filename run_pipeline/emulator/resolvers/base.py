@@ -9,7 +9,8 @@ from typing import Any
 
 from graphql import GraphQLError, GraphQLResolveInfo
 
-from ..store import RunRecord, Store
+from ..records import RunRecord
+from ..store import Store
 
 
 def store_of(info: GraphQLResolveInfo) -> Store:

@@ -6,7 +6,8 @@ from __future__ import annotations
 import base64
 import re
 
-from ..store import RunRecord, Store
+from ..records import RunRecord
+from ..store import Store
 from .base import page, urls_of
 
 

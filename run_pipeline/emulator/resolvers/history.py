@@ -7,7 +7,7 @@ from __future__ import annotations
 from graphql import GraphQLError
 
 from ..dataset import parse_row
-from ..store import RunRecord
+from ..records import RunRecord
 from .base import store_of, urls_of
 
 DEFAULT_SAMPLES = 500

@@ -7,7 +7,7 @@ import base64
 
 from graphql import GraphQLError
 
-from ..store import iso, utcnow
+from ..records import iso, utcnow
 from .artifacts import artifact_node
 from .base import run_by_storage_id, store_of, urls_of
 from .runs import RunNode

@@ -11,7 +11,7 @@ from graphql import GraphQLError
 
 from .. import filters as flt
 from ..profiles import empty_connection
-from ..store import ProjectRecord, parse_time
+from ..records import ProjectRecord, parse_time
 from .artifacts import artifact_node
 from .base import cursor, store_of, uncursor
 from .runs import RunNode

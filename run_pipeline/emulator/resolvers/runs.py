@@ -3,7 +3,7 @@
 
 from __future__ import annotations
 
-from ..store import RunRecord, parse_time
+from ..records import RunRecord, parse_time
 from .artifacts import artifact_node
 from .base import page, store_of, user_node
 from .files import file_connection
