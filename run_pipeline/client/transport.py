@@ -1,5 +1,6 @@
-"""HTTP transport for the W&B API: one pooled `requests.Session`, Basic auth, timeouts,
-bounded retries with backoff and rate-limit pacing, and mapping of failures to `errors.py`.
+"""HTTP transport for the W&B API: GraphQL and file requests sent with Basic auth, timeouts,
+bounded retries with backoff and rate-limit pacing. The pooled session is set up in
+`session.py`; a failure is read and mapped to `errors.py` in `failures.py`.
 
 The API key lives only in `ApiKeyAuth`; every message, log line and chained cause that
 leaves this module goes through `Redactor` first.
@@ -10,25 +11,29 @@ from __future__ import annotations
 import json
 import logging
 import os
-import socket
 import time
 from collections.abc import Callable, Mapping
 from typing import Any
-from urllib.parse import urlsplit
 
 import orjson
 import requests
 
 from run_pipeline.client.auth import ApiKeyAuth, Redactor, display_url, strip_userinfo
 from run_pipeline.client.codec import parse_json
-from run_pipeline.client.deadline import DeadlineAdapter, deadline
+from run_pipeline.client.deadline import deadline
 from run_pipeline.client.deadline import extend as extend_deadline
 from run_pipeline.client.errors import (
-    WandbAuthError,
     WandbGaveUpError,
-    WandbNotFoundError,
     WandbQueryError,
     WandbRateLimitError,
+)
+from run_pipeline.client.failures import (
+    RetryableResponse,
+    connect_failure,
+    describe,
+    error_text,
+    graphql_messages,
+    status_error,
 )
 from run_pipeline.client.retry import (
     RETRYABLE_STATUSES,
@@ -37,6 +42,7 @@ from run_pipeline.client.retry import (
     parse_retry_after,
     retry_delay,
 )
+from run_pipeline.client.session import open_session
 
 logger = logging.getLogger("run_pipeline.client")
 
@@ -48,44 +54,6 @@ BODY_READ_SIZE = 1 << 20
 #: A download averaging at least this many bytes a second may run past its retry budget (the
 #: budget is every request's deadline otherwise): a large Parquet file is not a trickle.
 MIN_DOWNLOAD_RATE = 256 * 1024
-
-
-class _RetryableResponse(Exception):
-    """A response (or body) that failed in a way another attempt may fix."""
-
-    def __init__(self, message: str, status: int | None = None):
-        super().__init__(message)
-        self.status = status
-
-
-# ---------------------------------------------------------------------------------------------
-
-
-class _Session(requests.Session):
-    """A Session that reads the proxy and CA settings of the environment once per host rather
-    than on every request (requests scans all of `os.environ` each time, which cost more than
-    parsing a history page on short runs)."""
-
-    def __init__(self, key_auth: ApiKeyAuth | None = None) -> None:
-        super().__init__()
-        self._environment: dict[tuple, dict[str, Any]] = {}
-        self._key_auth = key_auth
-
-    def rebuild_auth(self, prepared_request, response):  # noqa: ANN001 - requests' API
-        """On a redirect requests keeps `Authorization` for the same host whatever the path;
-        the key goes only to URLs under the base URL, so it is dropped elsewhere."""
-        super().rebuild_auth(prepared_request, response)
-        if self._key_auth is not None:
-            prepared_request.headers.pop("Authorization", None)
-            self._key_auth(prepared_request)
-
-    def merge_environment_settings(self, url, proxies, stream, verify, cert):  # noqa: ANN001 - requests' API
-        parts = urlsplit(url)
-        key = (parts.scheme, parts.netloc, tuple(sorted((proxies or {}).items())), stream, verify, cert)
-        settings = self._environment.get(key)
-        if settings is None:
-            settings = self._environment[key] = super().merge_environment_settings(url, proxies, stream, verify, cert)
-        return dict(settings)
 
 
 class Transport:
@@ -115,14 +83,7 @@ class Transport:
         self._sleep = sleep
         self._clock = clock
         self._pacer = RateLimitPacer(clock)
-        self._session = _Session(self._auth)
-        # Retries are ours (with budget and taxonomy); urllib3 must not retry underneath.
-        adapter = DeadlineAdapter(pool_connections=4, pool_maxsize=pool_maxsize, max_retries=0)
-        self._session.mount("http://", adapter)
-        self._session.mount("https://", adapter)
-        self._session.headers.update(
-            {"User-Agent": user_agent, "Accept-Encoding": "gzip, deflate"}
-        )
+        self._session = open_session(self._auth, pool_maxsize=pool_maxsize, user_agent=user_agent)
         self.stats = {"requests": 0, "retries": 0}
         # Retries are for a server that answered before: until one does, a connection that
         # cannot be made (refused, unknown host) fails at once instead of using the budget.
@@ -156,18 +117,15 @@ class Transport:
                 payload = parse_json(content)
             except (ValueError, UnicodeDecodeError) as exc:
                 # A 200 that is not JSON is almost always a cut-off body.
-                raise _RetryableResponse(
+                raise RetryableResponse(
                     f"unparsable response body ({len(content)} bytes)", resp.status_code
                 ) from exc
             if not isinstance(payload, dict):
-                raise _RetryableResponse("response body is not a JSON object", resp.status_code)
+                raise RetryableResponse("response body is not a JSON object", resp.status_code)
             errors = payload.get("errors")
             if errors:
-                messages = "; ".join(
-                    str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors
-                )
                 raise WandbQueryError(
-                    self.redact(f"GraphQL errors in {op}: {messages}"), errors=errors,
+                    self.redact(f"GraphQL errors in {op}: {graphql_messages(errors)}"), errors=errors,
                     status=resp.status_code,
                 )
             return payload.get("data") or {}
@@ -200,7 +158,7 @@ class Transport:
             encoded = resp.headers.get("Content-Encoding")
             cut_short = expected is not None and expected.isdigit() and int(expected) != written
             if cut_short and not encoded:
-                raise _RetryableResponse(
+                raise RetryableResponse(
                     f"download cut short: {written} of {expected} bytes", resp.status_code
                 )
             return written
@@ -259,28 +217,28 @@ class Transport:
                             return handle(resp)
                         if status in RETRYABLE_STATUSES:
                             retry_after = parse_retry_after(resp.headers.get("Retry-After"))
-                            raise _RetryableResponse(
-                                f"HTTP {status}: {_error_text(resp, self._redact)}", status
+                            raise RetryableResponse(
+                                f"HTTP {status}: {error_text(resp, self._redact)}", status
                             )
-                        raise self._status_error(resp, what, shown)
+                        raise status_error(resp, what, shown, self._redact)
                     finally:
                         resp.close()
-            except (requests.RequestException, _RetryableResponse) as exc:
+            except (requests.RequestException, RetryableResponse) as exc:
                 failure: BaseException = self._redact.exception(exc)
-                status = exc.status if isinstance(exc, _RetryableResponse) else None
-                unreachable = None if self._answered else _connect_failure(exc)
+                status = exc.status if isinstance(exc, RetryableResponse) else None
+                unreachable = None if self._answered else connect_failure(exc)
                 if unreachable:
                     raise WandbGaveUpError(
                         f"cannot reach the server at {display_url(self.base_url)} ({unreachable}) "
                         f"on {what} {method} {shown}", attempts=attempt, elapsed=self._clock() - start,
                     ) from failure
                 if watch is not None and watch.expired:
-                    failure = _RetryableResponse(
+                    failure = RetryableResponse(
                         f"no complete answer within the budget of {policy.budget:.0f}s", status)
                     failure.__cause__ = self._redact.exception(exc)
             elapsed = self._clock() - start
             delay = retry_delay(attempt - 1, policy, retry_after=retry_after)
-            reason = self.redact(_describe(failure))
+            reason = self.redact(describe(failure))
             if attempt >= policy.max_attempts or elapsed + delay > policy.budget:
                 cls = WandbRateLimitError if status == 429 else WandbGaveUpError
                 raise cls(
@@ -300,17 +258,6 @@ class Transport:
         if isinstance(self.timeout, tuple):
             return (min(self.timeout[0], remaining), min(self.timeout[1], remaining))
         return min(self.timeout, remaining)
-
-    def _status_error(self, resp: requests.Response, what: str, shown: str) -> Exception:
-        status = resp.status_code
-        text = _error_text(resp, self._redact)
-        method = resp.request.method if resp.request else ""
-        message = f"{what} {method} {shown}: HTTP {status}: {text}"
-        if status in (401, 403):
-            return WandbAuthError(message)
-        if status == 404:
-            return WandbNotFoundError(message)
-        return WandbQueryError(message, status=status, errors=_error_list(resp))
 
 
 def _read_body(resp: requests.Response) -> bytes:
@@ -333,78 +280,6 @@ def _operation_name(query: str) -> str:
         if tok in ("query", "mutation"):
             return tokens[i + 1]
     return "query"
-
-
-#: Bytes of an error body looked at (redacted, then cut to `limit` characters).
-_ERROR_BODY_BYTES = 64 * 1024
-
-
-def _error_text(resp: requests.Response, redactor: Redactor, limit: int = 300) -> str:
-    """The server's explanation: GraphQL `errors[*].message` if present, else the body text;
-    redacted before it is cut, so a key echoed across the cut cannot show in part."""
-    try:
-        body = resp.content
-    except requests.RequestException:
-        return redactor.text(resp.reason or "")
-    text = None
-    try:
-        payload = parse_json(body)
-        errors = payload.get("errors") if isinstance(payload, dict) else None
-        if errors:
-            text = "; ".join(
-                str(e.get("message", e)) if isinstance(e, dict) else str(e) for e in errors
-            )
-    except (ValueError, UnicodeDecodeError, AttributeError, RecursionError):
-        pass
-    if text is None:
-        text = body[:_ERROR_BODY_BYTES].decode("utf-8", "replace").strip()
-    text = redactor.text(text[:_ERROR_BODY_BYTES])[:limit]
-    return text or redactor.text(resp.reason or "")
-
-
-def _error_list(resp: requests.Response) -> list:
-    try:
-        payload = parse_json(resp.content)
-    except (ValueError, UnicodeDecodeError, requests.RequestException):
-        return []
-    errors = payload.get("errors") if isinstance(payload, dict) else None
-    return list(errors) if isinstance(errors, list) else []
-
-
-def _connect_failure(exc: BaseException) -> str | None:
-    """Why a connection could not be made at all (refused, unknown host, connect timeout), in
-    words; None for any other failure (a reset or a cut-off answer came from a live server)."""
-    if not isinstance(exc, requests.ConnectionError):
-        return None
-    seen: set[int] = set()
-    todo: list[BaseException] = [exc]
-    while todo:
-        item = todo.pop()
-        if id(item) in seen:
-            continue
-        seen.add(id(item))
-        if isinstance(item, ConnectionRefusedError):
-            return "connection refused"
-        if isinstance(item, socket.gaierror) or type(item).__name__ == "NameResolutionError":
-            return "the host name does not resolve"
-        todo.extend(a for a in item.args if isinstance(a, BaseException))
-        for attr in ("reason", "__cause__", "__context__"):
-            inner = getattr(item, attr, None)
-            if isinstance(inner, BaseException):
-                todo.append(inner)
-    if isinstance(exc, requests.ConnectTimeout):
-        return "connection timed out"
-    return None
-
-
-def _describe(exc: BaseException) -> str:
-    if isinstance(exc, requests.Timeout):
-        return f"timeout ({type(exc).__name__})"
-    if isinstance(exc, requests.ConnectionError):
-        return f"connection error ({type(exc).__name__})"
-    if isinstance(exc, requests.RequestException):
-        return f"{type(exc).__name__}"
-    return str(exc)
 
 
 __all__ = [
