@@ -1,5 +1,7 @@
-"""`Run`: one W&B run with every attribute and method of W&B's public `Run` class, plus the
-bulk-export readers (`iter_history_batches`, `iter_system_metrics_batches`)."""
+"""`Run`: one W&B run with every attribute and method of W&B's public `Run` class: identity,
+metadata, writes, files and artifacts here; the history methods and the bulk-export readers
+(`iter_history_batches`, `iter_system_metrics_batches`) in `run_history.py`, the decoding of
+the server's fields in `run_fields.py`."""
 
 from __future__ import annotations
 
@@ -8,7 +10,6 @@ import os
 import time
 import urllib.parse
 import warnings
-from collections.abc import Iterator
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
@@ -24,30 +25,24 @@ from run_pipeline.client.attrs import (
     User,
     generate_id,
     parse_datetime,
-    parse_document,
     snake_to_camel,
 )
-from run_pipeline.client.batches import parse_rows
 from run_pipeline.client.errors import (
     WandbClientError,
     WandbMalformedDataError,
 )
 from run_pipeline.client.files import File, Files, upload_run_file
-from run_pipeline.client.history import HistoryReader, HistoryScan
+from run_pipeline.client.history import HistoryReader
+from run_pipeline.client.run_fields import decode_run_fields
+from run_pipeline.client.run_history import RunHistory
 from run_pipeline.client.summary import Summary
-from run_pipeline.client.windows import downsample
 from run_pipeline.settings import TERMINAL_STATES
 
 if TYPE_CHECKING:
-    import pandas as pd
-    import pyarrow as pa
-
     from run_pipeline.client.api import Api
 
-_INTERNAL_CONFIG_KEYS = ("_wandb", "wandb_version")
 
-
-class Run(Attrs):
+class Run(RunHistory, Attrs):
     """A single W&B run.
 
     Attributes mirror W&B's `Run`: tags, url, id, name, state, config, created_at,
@@ -78,39 +73,15 @@ class Run(Attrs):
 
     def _set_attrs(self, attrs: dict[str, Any]) -> None:
         self.server_attrs.update(attrs)
-        if "config" in attrs:
-            raw = self._document(attrs, "config")
-            if isinstance(raw, dict):
-                user_config, rawconfig = {}, {}
-                for key, value in raw.items():
-                    target = rawconfig if key in _INTERNAL_CONFIG_KEYS else user_config
-                    wrapped = isinstance(value, dict) and "value" in value
-                    target[key] = value["value"] if wrapped else value
-                rawconfig.update(user_config)
-            else:  # not an object: kept as what it is, not replaced by {}
-                user_config, rawconfig = raw, {}
-            attrs["config"] = user_config
-            attrs["rawconfig"] = rawconfig
-        for key in ("summaryMetrics", "systemMetrics"):
-            if key in attrs:
-                value = self._document(attrs, key)
-                if not isinstance(value, dict):
-                    self._malformed[key] = f"{key} is a JSON {type(value).__name__}, not an object"
-                    value = {}
-                attrs[key] = value
-        if "summaryMetrics" in attrs:
+        decoded, problems = decode_run_fields(attrs)
+        for key, problem in problems.items():
+            if problem is None:
+                self._malformed.pop(key, None)
+            else:  # reading the field raises WandbMalformedDataError
+                self._malformed[key] = problem
+        if "summaryMetrics" in decoded:
             self._summary = None
-        self._attrs.update(attrs)
-
-    def _document(self, attrs: dict[str, Any], key: str) -> Any:
-        """A JSONString field parsed; one that is not JSON is recorded (reading the field then
-        raises `WandbMalformedDataError`), so one bad run never stops a listing."""
-        self._malformed.pop(key, None)
-        try:
-            return parse_document(attrs[key])
-        except ValueError as exc:
-            self._malformed[key] = f"{key} is not valid JSON ({exc})"
-            return {}
+        self._attrs.update(decoded)
 
     def _ensure_full(self, key: str) -> None:
         if key not in self._attrs:
@@ -266,19 +237,6 @@ class Run(Attrs):
         self._ensure_full("historyKeys")
         return self._attrs["historyKeys"]
 
-    @property
-    def lastHistoryStep(self) -> int:  # noqa: N802 - W&B's name
-        """The last logged step, read fresh from the server (-1 when there is none)."""
-        return self._history().last_step()
-
-    def _history(self) -> HistoryReader:
-        """The run's history reader (one per run: it keeps what the last plan learned)."""
-        reader = self._history_reader
-        if reader is None or reader.run_id != self.id:
-            reader = self._history_reader = HistoryReader(
-                self._transport, self.entity, self.project, self.id)
-        return reader
-
     def snake_to_camel(self, string: str) -> str:
         return snake_to_camel(string)
 
@@ -362,76 +320,6 @@ class Run(Attrs):
     def upload_file(self, path: str | os.PathLike, root: str | os.PathLike = ".") -> File:
         """Upload a local file; it is stored under its path relative to `root`."""
         return upload_run_file(self, path, root)
-
-    # -- history -------------------------------------------------------------------------------
-
-    def history(self, samples: int = 500, keys: list[str] | None = None, x_axis: str = "_step",
-                pandas: bool = True, stream: str = "default") -> pd.DataFrame | list[dict]:
-        """Sampled history (at most `samples` rows): a pandas DataFrame when `pandas`, else a
-        list of dicts. `stream="system"` gives system metrics. With `keys`, only rows that
-        have all of them (W&B's `sampledHistory`).
-
-        When the server lists the run's exported Parquet, the rows are read from it (and the
-        live tail above it) and sampled here: a server that moved the run's steps to Parquet
-        may no longer answer for them live."""
-        if keys is not None and not isinstance(keys, list):
-            raise ValueError("keys must be a list of strings")
-        if keys and stream != "default":
-            raise ValueError("stream must be 'default' when specifying keys")
-        reader = self._history()
-        plan = reader.plan() if stream == "default" else None
-        if plan is not None and plan.parquet_urls:
-            wanted = ([x_axis] + [k for k in keys if k != x_axis]) if keys else None
-            rows = downsample(list(reader.scan_rows(wanted, 1000, None, None, plan=plan)), samples)
-        elif keys:
-            spec = json.dumps({"keys": [x_axis] + list(keys), "samples": samples})
-            run = self._run_field(queries.RUN_SAMPLED_HISTORY, specs=[spec])
-            rows = (run.get("sampledHistory") or [[]])[0] or []
-        else:
-            field = "history" if stream == "default" else "events"
-            query = queries.RUN_FULL_HISTORY if field == "history" else queries.RUN_FULL_EVENTS
-            rows = parse_rows(self._run_field(query, samples=samples).get(field) or [])
-        if pandas:
-            try:
-                import pandas as pd  # the optional `pandas` extra, needed only here
-            except ImportError:
-                raise ImportError("Run.history() returns a pandas DataFrame: install pandas "
-                                  "(pip install 'run_pipeline[pandas]'), or pass pandas=False for a list "
-                                  "of dicts") from None
-            return pd.DataFrame.from_records(rows)
-        return rows
-
-    def scan_history(self, keys: list[str] | None = None, page_size: int = 1000,
-                     min_step: int | None = None, max_step: int | None = None) -> HistoryScan:
-        """Every history row (a dict per step) in [min_step, max_step), paged by step windows.
-
-        W&B's documented meaning: with `keys`, only rows that have **all** of those keys
-        are returned (sparse metrics logged at other steps vanish), and each row holds just
-        `_step` and those keys. Rows come from the run's exported Parquet when the server lists
-        it, then from live pages above its last step. For a complete export use
-        `iter_history_batches()`.
-        """
-        if keys is not None and not isinstance(keys, list):
-            raise ValueError("keys must be a list of strings")
-        return HistoryScan(self._history(), keys, page_size, min_step, max_step)
-
-    def iter_history_batches(self, min_step: int | None = None, max_step: int | None = None,
-                             page_size: int = 1000, *, parquet_batch_rows: int = 8_192,
-                             use_parquet: bool = True,
-                             tmp_dir: str | os.PathLike | None = None) -> Iterator[pa.RecordBatch]:
-        """The run's full history as Arrow record batches, steps in [min_step, max_step).
-
-        Reads W&B's exported Parquet (`parquetHistory`) when offered, then pages the live tail
-        above the last exported step; otherwise pages `history(minStep, maxStep)`. Nothing is
-        sampled or dropped; see `run_pipeline.client.history` for the column/type contract.
-        """
-        return self._history().iter_batches(
-            min_step, max_step, page_size, parquet_batch_rows, tmp_dir, use_parquet)
-
-    def iter_system_metrics_batches(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
-        """Every system-metric row (`events`, not a sample) as record batches; the row count is
-        checked against the server's `eventsLineCount`."""
-        return self._history().iter_system_batches(batch_rows)
 
     def _run_field(self, query: str, **variables: Any) -> dict[str, Any]:
         """The run's fields selected by `query` (which takes project, entity and name): raises
