@@ -3,14 +3,14 @@ live tail above its last step over `history(minStep, maxStep)` or `sampledHistor
 full system-metric (`events`) stream. Every reader (`scan_history`, `history`, the export's
 record batches) takes the same two paths, so a server that answers windowed history only for
 steps it has not exported yet loses nothing. Typing of the batches is in `batches.py`, the
-step windows of live paging in `windows.py`.
+step windows of live paging in `windows.py`, what an exported file's bytes say about it in
+`parquet_checks.py`.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import struct
 import tempfile
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
@@ -36,6 +36,7 @@ from run_pipeline.client.errors import (
     WandbNotFoundError,
     WandbQueryError,
 )
+from run_pipeline.client.parquet_checks import footer_max_step, parquet_problem
 from run_pipeline.client.windows import (
     page_windows,
     prefetch,
@@ -175,7 +176,7 @@ class HistoryReader:
         problem = ""
         for _ in range(DOWNLOAD_ATTEMPTS):
             size = self._transport.download(url, path)
-            problem = _parquet_problem(path, size)
+            problem = parquet_problem(path, size)
             if not problem:
                 return
         raise WandbIncompleteDataError(
@@ -189,20 +190,7 @@ class HistoryReader:
             tail = self._transport.get_tail(url, FOOTER_PROBE_BYTES)
         except WandbClientError:
             return None
-        if not tail or len(tail) < 12 or tail[-4:] != b"PAR1":
-            return None
-        footer_len = struct.unpack("<I", tail[-8:-4])[0]
-        if footer_len + 8 > len(tail):
-            return None
-        try:
-            metadata = pq.read_metadata(pa.BufferReader(b"PAR1" + tail[-(footer_len + 8):]))
-            index = metadata.schema.names.index(STEP)
-            tops = [metadata.row_group(i).column(index).statistics for i in range(metadata.num_row_groups)]
-        except (pa.ArrowException, ValueError, OSError):
-            return None
-        if not tops or any(t is None or not t.has_min_max for t in tops):
-            return None
-        return max(int(t.max) for t in tops)
+        return footer_max_step(tail)
 
     def _parquet_batches(self, plan: HistoryPlan, lo: int, hi: int | None, batch_rows: int,
                          tmp_dir: str | os.PathLike | None, use_parquet: bool,
@@ -342,23 +330,6 @@ class HistoryReader:
 def _end(plan: HistoryPlan, max_step: int | None) -> int:
     end = plan.last_step + 1
     return end if max_step is None else min(end, int(max_step))
-
-
-def _parquet_problem(path: str, size: int) -> str:
-    """Why the file at `path` is not a whole Parquet file ("" when it is)."""
-    if size < 12:
-        return f"{size} bytes"
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-        fh.seek(-4, os.SEEK_END)
-        tail = fh.read(4)
-    if head != b"PAR1" or tail != b"PAR1":
-        return "no Parquet magic bytes at both ends: cut short or not Parquet"
-    try:
-        pq.read_metadata(path)
-    except (pa.ArrowInvalid, OSError) as exc:
-        return f"unreadable footer: {exc}"
-    return ""
 
 
 def _read_parquet(path: str, min_step: int, max_step: int | None, batch_rows: int,
