@@ -9,7 +9,6 @@ from typing import Any
 
 from graphql import GraphQLError, GraphQLResolveInfo
 
-from ..records import RunRecord
 from ..store import Store
 
 
@@ -63,9 +62,3 @@ def user_node(meta_user: Any, fallback: str | None = None) -> dict | None:
             "username": username, "email": u.get("email"), "admin": False, "flags": "{}",
             "entity": username, "deletedAt": None, "apiKeys": {"edges": []}, "teams": {"edges": []}}
 
-
-def run_by_storage_id(store: Store, storage_id: str) -> RunRecord:
-    rec = store.by_storage_id.get(storage_id)
-    if rec is None:
-        raise GraphQLError(f"run {storage_id!r} not found")
-    return rec

@@ -1,5 +1,5 @@
 """The mutation root: runs created and updated (`upsertBucket`), stopped and deleted; run
-files announced and deleted; artifacts created and used. Every change goes through the Store."""
+files announced and deleted; artifacts created and used."""
 
 from __future__ import annotations
 
@@ -7,9 +7,10 @@ import base64
 
 from graphql import GraphQLError
 
-from ..records import iso, utcnow
+from ..records import RunRecord, iso, utcnow
+from ..store import Store
 from .artifacts import artifact_node
-from .base import run_by_storage_id, store_of, urls_of
+from .base import store_of, urls_of
 from .runs import RunNode
 
 
@@ -19,7 +20,7 @@ class Mutations:
         with store.lock:
             inserted = False
             if input.get("id"):
-                rec = run_by_storage_id(store, input["id"])
+                rec = _run_by_storage_id(store, input["id"])
             else:
                 entity = input.get("entityName") or store.default_entity
                 project = input.get("modelName") or "uncategorized"
@@ -43,7 +44,7 @@ class Mutations:
 
     def deleteRun(self, info, input):
         store = store_of(info)
-        rec = run_by_storage_id(store, input["id"])
+        rec = _run_by_storage_id(store, input["id"])
         store.delete_run(rec, bool(input.get("deleteArtifacts")))
         return {"clientMutationId": input.get("clientMutationId")}
 
@@ -78,7 +79,7 @@ class Mutations:
 
     def updateRunState(self, info, input):
         store = store_of(info)
-        rec = run_by_storage_id(store, input["id"])
+        rec = _run_by_storage_id(store, input["id"])
         try:
             store.update_run(rec, state=input["state"])
         except ValueError as exc:
@@ -87,7 +88,7 @@ class Mutations:
 
     def stopRun(self, info, input):
         store = store_of(info)
-        rec = run_by_storage_id(store, input["id"])
+        rec = _run_by_storage_id(store, input["id"])
         store.update_run(rec, stop_requested=True)
         return {"success": True}
 
@@ -115,6 +116,13 @@ class Mutations:
             tags=[t["tagName"] for t in input.get("tags") or []], created_at=iso(utcnow()),
             dedupe=input.get("enableDigestDeduplication", True) is not False)
         return {"artifact": artifact_node(info, art)}
+
+
+def _run_by_storage_id(store: Store, storage_id: str) -> RunRecord:
+    rec = store.by_storage_id.get(storage_id)
+    if rec is None:
+        raise GraphQLError(f"run {storage_id!r} not found")
+    return rec
 
 
 _BUCKET_FIELDS = {"displayName": "display_name", "description": "description", "notes": "notes", "tags": "tags",
