@@ -126,11 +126,11 @@ class HistoryReader:
         return -1 if last is None else int(last)
 
     def _live_batches(self, start: int, end: int, page_size: int) -> Iterator[pa.RecordBatch]:
-        """The live pages of [start, end) as batches. Pages are fetched and parsed in a
-        background thread, so the next page is on the wire and in pyarrow.json (which, like
-        the Parquet writer, releases the GIL) while the consumer writes this one."""
+        """The live pages of [start, end) as batches, in a pipeline of three: one thread
+        fetches pages, another parses them (pyarrow.json, like the Parquet writer, releases
+        the GIL), while the consumer writes the batch before."""
         def batches() -> Iterator[pa.RecordBatch]:
-            for strings in page_windows(self.fetch_history_page, start, end, page_size):
+            for strings in prefetch(page_windows(self.fetch_history_page, start, end, page_size)):
                 batch = strings_to_batch(strings)
                 # The server must honour the window; rows outside it would duplicate parquet rows.
                 if STEP in batch.schema.names:
