@@ -3,6 +3,7 @@ sample dataset before every test that uses it.
 
 `pytest --emulator-profile NAME` (repeatable) runs every emulator-backed test against those
 server profiles (README.md, "Server profiles"): each reset restores them instead of the default.
+`pytest --run-slow` adds the tests marked slow, which a plain `pytest` deselects.
 """
 
 from __future__ import annotations
@@ -21,6 +22,19 @@ TEST_API_KEY = "testkey" + "7" * 33  # 40 characters, like a real W&B key
 def pytest_addoption(parser):
     parser.addoption("--emulator-profile", action="append", default=[], metavar="NAME",
                      help="serve every emulator-backed test with this server profile (repeatable)")
+    parser.addoption("--run-slow", action="store_true",
+                     help="also run the tests marked slow (dagster dev, the browser, several hosts)")
+
+
+def pytest_collection_modifyitems(config, items):
+    """Tests marked `slow` are deselected (reported as such, never skipped) unless --run-slow
+    is given or a -m expression chooses them."""
+    if config.getoption("--run-slow") or config.getoption("markexpr"):
+        return
+    slow = [item for item in items if item.get_closest_marker("slow")]
+    if slow:
+        config.hook.pytest_deselected(items=slow)
+        items[:] = [item for item in items if not item.get_closest_marker("slow")]
 
 
 class EmulatorHandle:

@@ -15,10 +15,16 @@ from run_pipeline import deep_json
 _ROUNDED = 2.0**63
 
 
+_SCALARS = frozenset((str, int, bool, type(None)))
+_CONTAINERS = (dict, list)
+
+
 def may_be_rounded(value: Any) -> bool:
     """Whether an orjson result holds a float where the text may have had an integer beyond
     orjson's range: orjson reads those as floats of magnitude >= 2**63. A walk of the parsed
-    values skips the text inside strings, which on a history page is nearly all of it."""
+    values skips the text inside strings, which on a history page is nearly all of it; a
+    container's values are looked at by kind in C first, so a list of strings (a page of
+    history rows) or of numbers (a histogram's bins) costs one pass, not one step per value."""
     stack = [value]
     while stack:
         item = stack.pop()
@@ -26,10 +32,21 @@ def may_be_rounded(value: Any) -> bool:
         if kind is float:
             if not -_ROUNDED < item < _ROUNDED:
                 return True
-        elif kind is dict:
-            stack.extend(item.values())
+            continue
+        if kind is dict:
+            values = item.values()
         elif kind is list:
-            stack.extend(item)
+            values = item
+        else:
+            continue
+        kinds = set(map(type, values))
+        if kinds <= _SCALARS:
+            continue
+        if float in kinds and kinds <= {float, int, bool}:
+            if not -_ROUNDED < min(values) <= max(values) < _ROUNDED:  # an int that large is exact, but rare
+                return True
+            continue
+        stack.extend(v for v in values if type(v) is float or type(v) in _CONTAINERS)
     return False
 
 

@@ -127,19 +127,23 @@ class HistoryReader:
         return -1 if last is None else int(last)
 
     def _live_batches(self, start: int, end: int, page_size: int) -> Iterator[pa.RecordBatch]:
-        pages = page_windows(self.fetch_history_page, start, end, page_size)
-        for strings in prefetch(pages):
-            batch = strings_to_batch(strings)
-            # The server must honour the window; rows outside it would duplicate parquet rows.
-            if STEP in batch.schema.names:
-                steps = batch.column(STEP)
-                bounds = pc.min_max(steps)
-                low, high = bounds["min"].as_py(), bounds["max"].as_py()
-                if low is None or low < start or high >= end or steps.null_count:
-                    mask = pc.and_(pc.greater_equal(steps, start), pc.less(steps, end))
-                    batch = batch.filter(pc.fill_null(mask, False))
-            if batch.num_rows:
-                yield batch
+        """The live pages of [start, end) as batches, in a pipeline of three: one thread
+        fetches pages, another parses them (pyarrow.json, like the Parquet writer, releases
+        the GIL), while the consumer writes the batch before."""
+        def batches() -> Iterator[pa.RecordBatch]:
+            for strings in prefetch(page_windows(self.fetch_history_page, start, end, page_size)):
+                batch = strings_to_batch(strings)
+                # The server must honour the window; rows outside it would duplicate parquet rows.
+                if STEP in batch.schema.names:
+                    steps = batch.column(STEP)
+                    bounds = pc.min_max(steps)
+                    low, high = bounds["min"].as_py(), bounds["max"].as_py()
+                    if low is None or low < start or high >= end or steps.null_count:
+                        mask = pc.and_(pc.greater_equal(steps, start), pc.less(steps, end))
+                        batch = batch.filter(pc.fill_null(mask, False))
+                if batch.num_rows:
+                    yield batch
+        yield from prefetch(batches())
 
     # -- the plan and the exported Parquet -------------------------------------------------------
 

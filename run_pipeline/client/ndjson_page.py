@@ -36,6 +36,48 @@ def _has_huge(values: pa.ChunkedArray) -> bool:
     return len(finite) > 0 and pc.max(pc.abs(finite)).as_py() >= 2.0**63
 
 
+def _float_leaves(array) -> list:
+    """The floats at the leaves of a (chunked) nested array, as float64 arrays; a struct's
+    children and a list's values are reached without copying."""
+    if isinstance(array, pa.ChunkedArray):
+        return [leaf for chunk in array.chunks for leaf in _float_leaves(chunk)]
+    t = array.type
+    if t == pa.float64():
+        return [array]
+    if pa.types.is_floating(t):
+        return [pc.cast(array, pa.float64())]
+    if pa.types.is_dictionary(t):
+        return _float_leaves(array.dictionary)
+    if pa.types.is_struct(t):
+        return [leaf for child in array.flatten() for leaf in _float_leaves(child)]
+    if pa.types.is_list(t) or pa.types.is_large_list(t) or pa.types.is_fixed_size_list(t):
+        return _float_leaves(array.flatten())
+    if pa.types.is_map(t):
+        return _float_leaves(array.items)
+    return []
+
+
+def float_leaf_kinds(columns) -> tuple[bool, bool]:
+    """For nested columns as pyarrow.json read them: whether some float inside may be an
+    integer beyond int64 (pyarrow.json reads one as a double >= 2**63 in magnitude), and
+    whether every float inside is finite and 0 or within [1e-4, 1e16), where orjson writes the
+    same text as the standard library (outside it orjson writes 1e-5 as 0.00001 and NaN as null)."""
+    leaves = [leaf for column in columns for leaf in _float_leaves(column)]
+    if not leaves:
+        return False, True
+    values = pa.chunked_array(leaves, pa.float64())
+    magnitude = pc.abs(values)
+    bounds = pc.min_max(magnitude)  # NaN-blind
+    high = bounds["max"].as_py()
+    if high is None:  # all null (or all NaN)
+        return False, values.null_count == len(values)
+    finite = pc.all(pc.is_finite(values)).as_py() is not False
+    huge = not finite or high >= 2.0**63
+    plain = finite and high < 1e16 and not pc.any(
+        pc.and_(pc.greater(magnitude, 0.0), pc.less(magnitude, 1e-4))).as_py()
+    return huge, plain
+
+
 _CONFLICT = re.compile(r"Column\((/.*)\) changed from ")
 #: A key's value kind by the first character after its colon, for the keys split by kind.
 _KIND_SUFFIX = {ord('"'): b"s", ord("t"): b"b", ord("f"): b"b", ord("{"): b"o", ord("["): b"a"}
@@ -90,7 +132,7 @@ def read_page(data: bytes) -> tuple[pa.Table, list[str]] | None:
             split.append(key)
     for _ in range(MAXSPLIT_KEYS + 1):
         try:
-            table = pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 20))
+            table = pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 20, use_threads=False))
             return table, split
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             found = _CONFLICT.search(str(exc))

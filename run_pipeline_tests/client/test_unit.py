@@ -300,6 +300,14 @@ PAGES = [
     ['{"x":1,"_step":5}'],
     ['{"_step":0,"a":1e400}'],
     ['{"_step":0,"a":1.5,"b":null,"c":2.5}', '{"_step":1,"a":NaN,"b":-18446744073709551617,"c":Infinity}'],
+    # Nested values' JSON text: orjson writes it when every float inside is 0 or in [1e-4, 1e16)
+    # and finite, the standard library otherwise; both must give the canonical text.
+    ['{"_step":0,"h":{"bins":[0.0001,-0.0,2.5e15,0],"s":"é\\u0001\\"\\\\\\n\u2028"}}', '{"_step":1,"h":{"n":12}}'],
+    ['{"_step":0,"h":{"bins":[0.5,1e-05]}}', '{"_step":1,"h":{"bins":[3.14e-7]}}'],
+    ['{"_step":0,"h":{"v":[1,2.5]}}', '{"_step":1,"h":{"v":[1e16,NaN]}}'],
+    ['{"_step":0,"h":{"v":[1.5,18446744073709551617]}}'],
+    ['{"_step":0,"h":{"s":"\\ud800","v":0.5}}'],
+    ['{"_step":0,"h":[{"a":12345.678},{"b":[true,null,"x"]}]}', '{"_step":1,"h":[1.5,-Infinity]}'],
 ]
 
 
