@@ -44,6 +44,11 @@ def targets(bench: Bench) -> list[str]:
         x = judged.rows_per_second / sdk.rows_per_second
         how = f" ({judged.contender.removeprefix('run_pipeline ').strip('()')})" if judged.contender != "run_pipeline" else ""
         out.append(f"- {what}{how}: {x:.1f}× the SDK (target ≥ {goal:g}×): {'OK' if x >= goal else 'MISSED'}")
+        if sdk.cpu and judged.cpu:
+            # CPU per row does not depend on how many cores other work left free.
+            by_cpu = (sdk.cpu / sdk.rows) / (judged.cpu / judged.rows)
+            out.append(f"  - by CPU seconds per row (start-up included): {by_cpu:.1f}× "
+                       f"(SDK {sdk.cpu:.1f} CPU-s, run_pipeline {judged.cpu:.1f} CPU-s)")
         if x < goal:
             out.append(f"  - short by {1 - x / goal:.0%}: {_why_slow(judged, r, scenario)}")
         for m in mine:
