@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
@@ -158,7 +159,7 @@ class _PartBuilder:
             self.types = dict(sorted(self.types.items(), key=lambda item: rank.get(item[0], len(rank))))
         fields = [pa.field(n, t, nullable=True) for n, t in self.spec.fixed]
         fields += [arrow_field(n, t, self.keys.get(n)) for n, t in self.types.items()]
-        arrays = [pa.concat_arrays([p.fixed[i] for p in self._pending]) for i in range(len(self.spec.fixed))]
+        arrays = [_concat([p.fixed[i] for p in self._pending]) for i in range(len(self.spec.fixed))]
         for name, target in self.types.items():
             chunks = []
             for p in self._pending:
@@ -167,7 +168,7 @@ class _PartBuilder:
                     chunks.append(convert(array, source, target))
                 else:
                     chunks.append(pa.nulls(p.rows, arrow_type(target)))
-            arrays.append(pa.concat_arrays(chunks))
+            arrays.append(_concat(chunks))
         table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
         self._pending.clear()
         self._pending_rows = self._pending_bytes = 0
@@ -196,6 +197,11 @@ class _PartBuilder:
             self._metrics.abort()
 
 
+def _concat(chunks: list[pa.Array]) -> pa.Array:
+    """One array of the chunks (no copy of a lone one: a wide run's row group is often one page)."""
+    return chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+
+
 #: Most rows per row group of the long-form metrics files. It bounds the memory one flush
 #: needs (a long run's history row group holds up to half a million numeric values); a
 #: 2,000-step, 30-key run still fits in one.
@@ -210,34 +216,46 @@ METRICS_WRITE_OPTIONS = {"write_page_index": True, "max_rows_per_page": METRICS_
 def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> Iterator[pa.Table]:
     """Every non-null numeric value of a history slice as (step, key, value) rows, sorted by
     key then step, in tables of at most `METRICS_ROW_GROUP_ROWS` rows that never split a key
-    unless one key alone has more rows than that."""
+    unless one key alone has more rows than that. The keys of one table are gathered together
+    (a wide run's row group holds thousands of keys, a few values each)."""
     numeric = sorted((n for n, t in types.items() if t in NUMERIC), key=lambda n: keys.get(n, n))
     dictionary = pa.array([keys.get(n, n) for n in numeric], pa.string())
     steps = table.column(STEP).combine_chunks()
-    chunk: list[tuple[pa.Array, pa.Array, pa.Array]] = []
-    chunk_rows = 0  # a running count: summing the chunk per key is quadratic on wide rows
+    group: list[tuple[int, pa.ChunkedArray]] = []
+    group_rows = 0  # a running count: summing the group per key is quadratic on wide rows
     for i, name in enumerate(numeric):
-        values = table.column(name).combine_chunks()
-        if values.null_count == len(values):
+        values = table.column(name)
+        count = len(values) - values.null_count
+        if not count:
             continue
-        values = as_type(values, pa.float64(), safe=False)
-        s = steps
-        if values.null_count:
-            mask = values.is_valid()
-            s, values = s.filter(mask), values.filter(mask)
-        if chunk and chunk_rows + len(values) > METRICS_ROW_GROUP_ROWS:
-            yield _long_table(chunk, dictionary)
-            chunk, chunk_rows = [], 0
-        chunk.append((s, pa.repeat(pa.scalar(i, pa.int32()), len(values)), values))
-        chunk_rows += len(values)
-    if chunk:
-        yield _long_table(chunk, dictionary)
+        if group and group_rows + count > METRICS_ROW_GROUP_ROWS:
+            yield _long_table(group, steps, dictionary)
+            group, group_rows = [], 0
+        group.append((i, values))
+        group_rows += count
+    if group:
+        yield _long_table(group, steps, dictionary)
 
 
-def _long_table(chunk: list[tuple[pa.Array, pa.Array, pa.Array]], dictionary: pa.Array) -> pa.Table:
-    key = pa.DictionaryArray.from_arrays(pa.concat_arrays([c[1] for c in chunk]), dictionary)
-    return pa.Table.from_arrays([pa.concat_arrays([c[0] for c in chunk]), key,
-                                 pa.concat_arrays([c[2] for c in chunk])], schema=METRICS_SCHEMA)
+def _long_table(group: list[tuple[int, pa.ChunkedArray]], steps: pa.Array, dictionary: pa.Array) -> pa.Table:
+    """The long form of the columns of `group` (each with its key's index in `dictionary`),
+    built over all of them at once: their values as one chunked array, filtered once."""
+    n = len(steps)
+    values = pa.chunked_array([as_type(chunk, pa.float64(), safe=False)
+                               for _, column in group for chunk in column.chunks], pa.float64())
+    ids = np.fromiter((i for i, _ in group), np.int32, len(group))
+    if values.null_count:
+        valid = values.is_valid()
+        at = pc.indices_nonzero(valid).to_numpy()
+        values = pc.filter(values, valid)
+        which, rows = np.divmod(at, n)
+        step = steps.take(pa.array(rows))
+        key = pa.array(ids[which], pa.int32())
+    else:
+        step = pa.chunked_array([steps] * len(group))
+        key = pa.array(np.repeat(ids, n), pa.int32())
+    key = pa.DictionaryArray.from_arrays(key, dictionary)
+    return pa.Table.from_arrays([step, key, values], schema=METRICS_SCHEMA)
 
 
 class PartStream:
