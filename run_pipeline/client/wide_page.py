@@ -108,12 +108,13 @@ def _matrix_columns(n: int, keys: list[str], gathered: dict[str, tuple[list[int]
         if finite.size and finite.max() >= _ROUNDED:
             raise _MayBeRounded
     which = np.repeat(np.arange(len(keys)), counts)
-    matrix = np.zeros((len(keys), n), dtype=dtype)
+    value_buffer, matrix = _zeros((len(keys), n), dtype)
     matrix[which, rows_at] = values
     present = np.zeros((len(keys), n), dtype=bool)
     present[which, rows_at] = True
     bits = np.packbits(present, axis=1, bitorder="little")
-    value_buffer, bit_buffer = pa.py_buffer(matrix), pa.py_buffer(bits)
+    del present
+    bit_buffer = pa.py_buffer(bits)
     width, bit_width = n * matrix.itemsize, bits.shape[1]
     out = {}
     for i, (key, count) in enumerate(zip(keys, counts)):
@@ -125,6 +126,17 @@ def _matrix_columns(n: int, keys: list[str], gathered: dict[str, tuple[list[int]
 
 class _MayBeRounded(Exception):
     """A value orjson read may have been an integer beyond 64 bits."""
+
+
+def _zeros(shape: tuple[int, int], dtype: type) -> tuple[pa.Buffer, np.ndarray]:
+    """A zeroed matrix in a buffer of Arrow's memory pool: the warehouse hands the pool's
+    freed memory back to the OS after each row group, where a page-sized block of the C heap
+    would stay with the process (peak memory creeping up page after page)."""
+    itemsize = np.dtype(dtype).itemsize
+    buffer = pa.allocate_buffer(shape[0] * shape[1] * itemsize)
+    matrix = np.frombuffer(buffer, dtype=dtype).reshape(shape)
+    matrix.fill(0)
+    return buffer, matrix
 
 
 def wide_batch(strings: Sequence[str], first: Sequence[str]) -> pa.RecordBatch:

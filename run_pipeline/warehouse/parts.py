@@ -152,13 +152,16 @@ class _PartBuilder:
     def flush(self) -> None:
         if not self._pending:
             return
-        if not self._writer.opened:
+        if self._writer.opened:
+            schema = self._writer.schema  # the part's types are fixed once its first row group is written
+        else:
             # Columns in the run's order of first appearance, so every part of a run lists
             # its columns in the same relative order (and the view's column order follows it).
             rank = {name: i for i, name in enumerate(self.keys)}
             self.types = dict(sorted(self.types.items(), key=lambda item: rank.get(item[0], len(rank))))
-        fields = [pa.field(n, t, nullable=True) for n, t in self.spec.fixed]
-        fields += [arrow_field(n, t, self.keys.get(n)) for n, t in self.types.items()]
+            fields = [pa.field(n, t, nullable=True) for n, t in self.spec.fixed]
+            fields += [arrow_field(n, t, self.keys.get(n)) for n, t in self.types.items()]
+            schema = pa.schema(fields)
         arrays = [_concat([p.fixed[i] for p in self._pending]) for i in range(len(self.spec.fixed))]
         for name, target in self.types.items():
             chunks = []
@@ -169,7 +172,7 @@ class _PartBuilder:
                 else:
                     chunks.append(pa.nulls(p.rows, arrow_type(target)))
             arrays.append(_concat(chunks))
-        table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+        table = pa.Table.from_arrays(arrays, schema=schema)
         self._pending.clear()
         self._pending_rows = self._pending_bytes = 0
         self._writer.write(table)
