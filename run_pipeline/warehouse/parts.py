@@ -224,10 +224,11 @@ def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> 
     numeric = sorted((n for n, t in types.items() if t in NUMERIC), key=lambda n: keys.get(n, n))
     dictionary = pa.array([keys.get(n, n) for n in numeric], pa.string())
     steps = table.column(STEP).combine_chunks()
+    columns = dict(zip(table.column_names, table.columns))  # a lookup by name per key adds up
     group: list[tuple[int, pa.ChunkedArray]] = []
     group_rows = 0  # a running count: summing the group per key is quadratic on wide rows
     for i, name in enumerate(numeric):
-        values = table.column(name)
+        values = columns[name]
         count = len(values) - values.null_count
         if not count:
             continue
