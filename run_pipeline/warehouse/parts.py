@@ -11,7 +11,7 @@ part whose types read back differently from the run-level type (see
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -178,9 +178,13 @@ class _PartBuilder:
         self._writer.write(table)
         self.rows += len(table)
         if self._metrics is not None:
-            for long in _long_form(table, self.types, self.keys):
+            # The arrays themselves: taking 2,000 columns back out of the table costs more
+            # than the long form itself.
+            columns = dict(zip(schema.names, arrays))
+            for long in _long_form(columns[STEP], columns, self.types, self.keys):
                 self._metrics.write(long)
-        del table
+            del columns
+        del table, arrays
         # Hand the freed buffers back to the OS: the allocator would keep them, and peak memory
         # would then grow with everything a run ever buffered rather than with one row group.
         pa.default_memory_pool().release_unused()
@@ -216,16 +220,18 @@ METRICS_PAGE_ROWS = 2048
 METRICS_WRITE_OPTIONS = {"write_page_index": True, "max_rows_per_page": METRICS_PAGE_ROWS}
 
 
-def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> Iterator[pa.Table]:
-    """Every non-null numeric value of a history slice as (step, key, value) rows, sorted by
-    key then step, in tables of at most `METRICS_ROW_GROUP_ROWS` rows that never split a key
-    unless one key alone has more rows than that. The keys of one table are gathered together
-    (a wide run's row group holds thousands of keys, a few values each)."""
+def _long_form(steps: pa.Array | pa.ChunkedArray, columns: Mapping[str, pa.Array | pa.ChunkedArray],
+               types: dict[str, str], keys: dict[str, str]) -> Iterator[pa.Table]:
+    """Every non-null numeric value of a history slice (its `steps` and its `columns` by
+    physical name) as (step, key, value) rows, sorted by key then step, in tables of at most
+    `METRICS_ROW_GROUP_ROWS` rows that never split a key unless one key alone has more rows
+    than that. The keys of one table are gathered together (a wide run's row group holds
+    thousands of keys, a few values each)."""
     numeric = sorted((n for n, t in types.items() if t in NUMERIC), key=lambda n: keys.get(n, n))
     dictionary = pa.array([keys.get(n, n) for n in numeric], pa.string())
-    steps = table.column(STEP).combine_chunks()
-    columns = dict(zip(table.column_names, table.columns))  # a lookup by name per key adds up
-    group: list[tuple[int, pa.ChunkedArray]] = []
+    if isinstance(steps, pa.ChunkedArray):
+        steps = steps.combine_chunks()
+    group: list[tuple[int, pa.Array | pa.ChunkedArray]] = []
     group_rows = 0  # a running count: summing the group per key is quadratic on wide rows
     for i, name in enumerate(numeric):
         values = columns[name]
@@ -241,12 +247,16 @@ def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> 
         yield _long_table(group, steps, dictionary)
 
 
-def _long_table(group: list[tuple[int, pa.ChunkedArray]], steps: pa.Array, dictionary: pa.Array) -> pa.Table:
+def _long_table(group: list[tuple[int, pa.Array | pa.ChunkedArray]], steps: pa.Array,
+                dictionary: pa.Array) -> pa.Table:
     """The long form of the columns of `group` (each with its key's index in `dictionary`),
     built over all of them at once: their values as one chunked array, filtered once."""
     n = len(steps)
-    values = pa.chunked_array([as_type(chunk, pa.float64(), safe=False)
-                               for _, column in group for chunk in column.chunks], pa.float64())
+    chunks = []
+    for _, column in group:
+        for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else (column,)):
+            chunks.append(as_type(chunk, pa.float64(), safe=False))
+    values = pa.chunked_array(chunks, pa.float64())
     ids = np.fromiter((i for i, _ in group), np.int32, len(group))
     if values.null_count:
         valid = values.is_valid()

@@ -56,7 +56,8 @@ def _expected(table, types, logged):
 def test_long_form_holds_every_numeric_value_once_by_key_then_row(rows, keys, density, limit, monkeypatch):
     monkeypatch.setattr(parts, "METRICS_ROW_GROUP_ROWS", limit)
     table, types, logged = _slice(rows, keys, density)
-    tables = list(parts._long_form(table, types, logged))
+    tables = list(parts._long_form(table.column(STEP), dict(zip(table.column_names, table.columns)),
+                                   types, logged))
     got = [(s, k, v) for t in tables for s, k, v in zip(t.column("step").to_pylist(),
                                                          t.column("key").to_pylist(),
                                                          t.column("value").to_pylist())]
