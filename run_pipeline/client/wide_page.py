@@ -4,9 +4,11 @@ many layers log per-layer keys), as a record batch under the batch contract of `
 pyarrow.json pays per distinct key and per parse block: a 1,000-row page of 2,003 keys, 50 a
 row, takes it about ten times as long as orjson takes to parse the page. Such a page is parsed
 by orjson instead, each key's values gathered from only the rows that hold it, and the numeric
-columns (nearly all of a wide page) laid out together: one matrix of values and one of
-validity, each column a slice of them (no per-value or per-column Python list of the page's
-length). Every other column is built as `rows_to_batch` builds it, so a page gives the batch
+columns (nearly all of a wide page) laid out together: a bitmap of validity per key, and
+buffers of values that keys never holding a value in the same row share (what lies under a
+null is never read), so a page holds about as many rows of values as its fullest row has keys
+(0.6 MB for 1,000 rows of 2,003 keys, 50 a row, not the 16 MB of a buffer per key). Every
+other column is built as `rows_to_batch` builds it, so a page gives the batch
 `strings_to_batch` gives, whichever way it was read.
 """
 
@@ -28,6 +30,8 @@ WIDE_MIN_KEYS = 256
 WIDE_MIN_SPREAD = 2
 #: Rows of a page sampled (evenly) to decide.
 SAMPLE_ROWS = 8
+#: Lanes (shared buffers of values) a key tries before it opens its own.
+LANE_TRIES = 64
 
 _FLOAT, _INT = 0, 1
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -97,9 +101,12 @@ def _numeric_kind(values: list[Any]) -> int | None:
 
 def _matrix_columns(n: int, keys: list[str], gathered: dict[str, tuple[list[int], list[Any]]],
                     dtype: type, arrow_type: pa.DataType, check: bool = False) -> dict[str, pa.Array]:
-    """Arrow columns of `n` rows for `keys`, all of one numeric type, built from one matrix of
-    values and one validity bitmap per key: each column is a slice of the two. With `check`,
-    raises `_MayBeRounded` for a float of magnitude >= 2**63 (NaN and ±Infinity are floats)."""
+    """Arrow columns of `n` rows for `keys`, all of one numeric type: each key's validity is
+    a slice of one bitmap matrix, and its values a slice of one matrix of values shared with
+    the keys whose rows it never meets (what lies under a null is never read), so the page
+    holds about as many rows of values as its fullest row has keys, not one per key. With
+    `check`, raises `_MayBeRounded` for a float of magnitude >= 2**63 (NaN and ±Infinity
+    are floats)."""
     counts = [len(gathered[k][0]) for k in keys]
     rows_at = np.fromiter(chain.from_iterable(gathered[k][0] for k in keys), np.int64, sum(counts))
     values = np.array(list(chain.from_iterable(gathered[k][1] for k in keys)), dtype=dtype)
@@ -108,20 +115,41 @@ def _matrix_columns(n: int, keys: list[str], gathered: dict[str, tuple[list[int]
         if finite.size and finite.max() >= _ROUNDED:
             raise _MayBeRounded
     which = np.repeat(np.arange(len(keys)), counts)
-    value_buffer, matrix = _zeros((len(keys), n), dtype)
-    matrix[which, rows_at] = values
     present = np.zeros((len(keys), n), dtype=bool)
     present[which, rows_at] = True
     bits = np.packbits(present, axis=1, bitorder="little")
     del present
+    lane, lanes = _lanes(bits)
+    value_buffer, matrix = _zeros((lanes, n), dtype)
+    matrix[lane[which], rows_at] = values
     bit_buffer = pa.py_buffer(bits)
     width, bit_width = n * matrix.itemsize, bits.shape[1]
     out = {}
     for i, (key, count) in enumerate(zip(keys, counts)):
         validity = None if count == n else bit_buffer.slice(i * bit_width, bit_width)
-        out[key] = pa.Array.from_buffers(arrow_type, n, [validity, value_buffer.slice(i * width, width)],
+        out[key] = pa.Array.from_buffers(arrow_type, n, [validity, value_buffer.slice(int(lane[i]) * width, width)],
                                          null_count=n - count)
     return out
+
+
+def _lanes(bits: np.ndarray) -> tuple[np.ndarray, int]:
+    """A lane for each key (row of `bits`, its rows as a bitmap): the first of the latest
+    `LANE_TRIES` lanes whose keys hold no value in the key's rows, or a new one (so a page
+    whose keys mostly meet costs at most a lane per key, and bounded time)."""
+    raw, width = bits.tobytes(), bits.shape[1]
+    taken: list[int] = []
+    lane = np.empty(len(bits), np.int64)
+    for k in range(len(bits)):
+        rows = int.from_bytes(raw[k * width:(k + 1) * width], "little")
+        for j in range(max(0, len(taken) - LANE_TRIES), len(taken)):
+            if not taken[j] & rows:
+                taken[j] |= rows
+                break
+        else:
+            j = len(taken)
+            taken.append(rows)
+        lane[k] = j
+    return lane, len(taken)
 
 
 class _MayBeRounded(Exception):

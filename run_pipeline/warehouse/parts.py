@@ -142,7 +142,7 @@ class _PartBuilder:
             self.types[name] = join_types(self.types.get(name, NULL), ltype)
         self._pending.append(_Pending(fixed, cols, rows))
         self._pending_rows += rows
-        self._pending_bytes += sum(a.nbytes for a in fixed) + sum(a.nbytes for _, a in cols.values())
+        self._pending_bytes += _held_bytes([*fixed, *(a for _, a in cols.values())])
         if first is not None:
             self.first = first if self.first is None else self.first
             self.last = last
@@ -163,6 +163,7 @@ class _PartBuilder:
             fields += [arrow_field(n, t, self.keys.get(n)) for n, t in self.types.items()]
             schema = pa.schema(fields)
         arrays = [_concat([p.fixed[i] for p in self._pending]) for i in range(len(self.spec.fixed))]
+        nulls: dict[tuple[int, str], pa.Array] = {}  # one for all the keys a batch lacks
         for name, target in self.types.items():
             chunks = []
             for p in self._pending:
@@ -170,8 +171,13 @@ class _PartBuilder:
                     source, array = p.cols[name]
                     chunks.append(convert(array, source, target))
                 else:
-                    chunks.append(pa.nulls(p.rows, arrow_type(target)))
-            arrays.append(_concat(chunks))
+                    absent = nulls.get((p.rows, target))
+                    if absent is None:
+                        absent = nulls[p.rows, target] = pa.nulls(p.rows, arrow_type(target))
+                    chunks.append(absent)
+            # Chunked, not concatenated: a copy would give every key of a wide batch its own
+            # buffer of values (see `_held_bytes`).
+            arrays.append(chunks[0] if len(chunks) == 1 else pa.chunked_array(chunks))
         table = pa.Table.from_arrays(arrays, schema=schema)
         self._pending.clear()
         self._pending_rows = self._pending_bytes = 0
@@ -202,6 +208,19 @@ class _PartBuilder:
         self._writer.abort()
         if self._metrics is not None:
             self._metrics.abort()
+
+
+def _held_bytes(arrays: list[pa.Array]) -> int:
+    """Bytes of the arrays' buffers, a buffer shared by several arrays counted once: the columns
+    of a wide batch share their buffers of values (the client's `wide_page`), so that 2,000
+    columns of 1,000 rows, 97.5% null, hold 0.6 MB, not the 16 MB their lengths add up to."""
+    total = sum(a.nbytes for a in arrays)
+    distinct: dict[tuple[int, int], None] = {}
+    for a in arrays:
+        for buffer in a.buffers():
+            if buffer is not None:
+                distinct[buffer.address, buffer.size] = None
+    return min(total, sum(size for _, size in distinct))
 
 
 def _concat(chunks: list[pa.Array]) -> pa.Array:

@@ -97,3 +97,39 @@ def test_ordinary_pages_stay_with_pyarrow_json(tmp_path, shape):
     else:  # 600 keys in every row: many keys, not sparse
         page = [json.dumps({"_step": i, **{f"k{j}": i + j / 7 for j in range(600)}}) for i in range(50)]
     assert not looks_wide(page)
+
+
+def test_a_wide_page_holds_about_one_row_of_values_per_key_of_its_fullest_row(tmp_path):
+    generate_shaped_run(tmp_path / "wide0001", shape="wide", steps=1000, seed=3)
+    page = (tmp_path / "wide0001" / "history.jsonl").read_text().splitlines()
+    batch = wide_batch(page, ("_step",))
+    # Keys that never share a row share a buffer of values: 53 lanes of 1,000 values and a
+    # validity bitmap per key, instead of 2,003 columns of 1,000 values (16 MB).
+    assert batch.get_total_buffer_size() < 60 * 1000 * 8 + 2003 * 1000 // 8 + 8 * 1000
+    assert batch.nbytes > 15 * 2**20
+
+
+def test_a_wide_run_of_several_pages_lands_alike_live_and_from_exported_parquet(tmp_path):
+    from run_pipeline.client import Api
+    from run_pipeline.discovery import discover_runs
+    from run_pipeline.emulator.server import EmulatorServer
+    from run_pipeline.pool import export_runs
+    from run_pipeline.warehouse import Warehouse
+    from run_pipeline_tests.reliability.digest import explain_difference, warehouse_digest
+
+    key = "wide" + "0" * 36
+    generate_shaped_run(tmp_path / "data" / "e" / "wide" / "wide0001", shape="wide", steps=2_500, seed=2)
+    server = EmulatorServer(tmp_path / "data", api_key=key, parquet_mode="live")
+    server.start()
+    try:
+        for mode in ("live", "parquet"):
+            server.set_parquet_mode(mode)
+            warehouse = Warehouse(tmp_path / mode)
+            with Api(api_key=key, base_url=server.base_url) as api:
+                outcomes = list(export_runs(api, warehouse, discover_runs(api, "e", "wide"), workers=1))
+            assert [o.result.history_rows_written for o in outcomes] == [2_500]
+            warehouse.refresh_catalog()
+    finally:
+        server.stop()
+    a, b = warehouse_digest(tmp_path / "live"), warehouse_digest(tmp_path / "parquet")
+    assert a == b, explain_difference(tmp_path / "live", tmp_path / "parquet")
