@@ -23,6 +23,7 @@ import orjson
 import pyarrow as pa
 
 from run_pipeline.client.codec import may_be_rounded, parse_json
+from run_pipeline.shared_values import assign_lanes, lane_arrays, zeros
 
 #: A page is read here when rows sampled from it name at least this many distinct keys...
 WIDE_MIN_KEYS = 256
@@ -30,8 +31,6 @@ WIDE_MIN_KEYS = 256
 WIDE_MIN_SPREAD = 2
 #: Rows of a page sampled (evenly) to decide.
 SAMPLE_ROWS = 8
-#: Lanes (shared buffers of values) a key tries before it opens its own.
-LANE_TRIES = 64
 
 _FLOAT, _INT = 0, 1
 _INT64_MIN, _INT64_MAX = -(2**63), 2**63 - 1
@@ -119,52 +118,14 @@ def _matrix_columns(n: int, keys: list[str], gathered: dict[str, tuple[list[int]
     present[which, rows_at] = True
     bits = np.packbits(present, axis=1, bitorder="little")
     del present
-    lane, lanes = _lanes(bits)
-    value_buffer, matrix = _zeros((lanes, n), dtype)
+    lane, lanes = assign_lanes(bits)
+    value_buffer, matrix = zeros((lanes, n), dtype)
     matrix[lane[which], rows_at] = values
-    bit_buffer = pa.py_buffer(bits)
-    width, bit_width = n * matrix.itemsize, bits.shape[1]
-    out = {}
-    for i, (key, count) in enumerate(zip(keys, counts)):
-        validity = None if count == n else bit_buffer.slice(i * bit_width, bit_width)
-        out[key] = pa.Array.from_buffers(arrow_type, n, [validity, value_buffer.slice(int(lane[i]) * width, width)],
-                                         null_count=n - count)
-    return out
-
-
-def _lanes(bits: np.ndarray) -> tuple[np.ndarray, int]:
-    """A lane for each key (row of `bits`, its rows as a bitmap): the first of the latest
-    `LANE_TRIES` lanes whose keys hold no value in the key's rows, or a new one (so a page
-    whose keys mostly meet costs at most a lane per key, and bounded time)."""
-    raw, width = bits.tobytes(), bits.shape[1]
-    taken: list[int] = []
-    lane = np.empty(len(bits), np.int64)
-    for k in range(len(bits)):
-        rows = int.from_bytes(raw[k * width:(k + 1) * width], "little")
-        for j in range(max(0, len(taken) - LANE_TRIES), len(taken)):
-            if not taken[j] & rows:
-                taken[j] |= rows
-                break
-        else:
-            j = len(taken)
-            taken.append(rows)
-        lane[k] = j
-    return lane, len(taken)
+    return dict(zip(keys, lane_arrays(arrow_type, n, bits, counts, lane, value_buffer)))
 
 
 class _MayBeRounded(Exception):
     """A value orjson read may have been an integer beyond 64 bits."""
-
-
-def _zeros(shape: tuple[int, int], dtype: type) -> tuple[pa.Buffer, np.ndarray]:
-    """A zeroed matrix in a buffer of Arrow's memory pool: the warehouse hands the pool's
-    freed memory back to the OS after each row group, where a page-sized block of the C heap
-    would stay with the process (peak memory creeping up page after page)."""
-    itemsize = np.dtype(dtype).itemsize
-    buffer = pa.allocate_buffer(shape[0] * shape[1] * itemsize)
-    matrix = np.frombuffer(buffer, dtype=dtype).reshape(shape)
-    matrix.fill(0)
-    return buffer, matrix
 
 
 def wide_batch(strings: Sequence[str], first: Sequence[str]) -> pa.RecordBatch:
