@@ -20,7 +20,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
 
-from run_pipeline.shared_values import share_values
+from run_pipeline.shared_values import WIDE_COLUMNS, held_bytes, share_sparse
 
 from .errors import WarehouseDataError
 from .layout import HISTORY, METRICS, SYSTEM_METRICS
@@ -144,7 +144,7 @@ class _PartBuilder:
             self.types[name] = join_types(self.types.get(name, NULL), ltype)
         self._pending.append(_Pending(fixed, cols, rows))
         self._pending_rows += rows
-        self._pending_bytes += _held_bytes([*fixed, *(a for _, a in cols.values())])
+        self._pending_bytes += held_bytes([*fixed, *(a for _, a in cols.values())])
         if first is not None:
             self.first = first if self.first is None else self.first
             self.last = last
@@ -178,7 +178,7 @@ class _PartBuilder:
                         absent = nulls[p.rows, target] = pa.nulls(p.rows, arrow_type(target))
                     chunks.append(absent)
             # Chunked, not concatenated: a copy would give every key of a wide batch its own
-            # buffer of values (see `_held_bytes`).
+            # buffer of values (see `shared_values`).
             arrays.append(chunks[0] if len(chunks) == 1 else pa.chunked_array(chunks))
         table = pa.Table.from_arrays(arrays, schema=schema)
         self._pending.clear()
@@ -210,45 +210,6 @@ class _PartBuilder:
         self._writer.abort()
         if self._metrics is not None:
             self._metrics.abort()
-
-
-def _held_bytes(arrays: list[pa.Array]) -> int:
-    """Bytes of the arrays' buffers, a buffer shared by several arrays counted once: the columns
-    of a wide batch share their buffers of values (the client's `wide_page`), so that 2,000
-    columns of 1,000 rows, 97.5% null, hold 0.6 MB, not the 16 MB their lengths add up to."""
-    total = sum(a.nbytes for a in arrays)
-    distinct: dict[tuple[int, int], None] = {}
-    for a in arrays:
-        for buffer in a.buffers():
-            if buffer is not None:
-                distinct[buffer.address, buffer.size] = None
-    return min(total, sum(size for _, size in distinct))
-
-
-#: A batch with at least this many sparse numeric columns of one type has their values moved
-#: into shared buffers (`run_pipeline.shared_values`) unless they already share them.
-WIDE_COLUMNS = 256
-
-
-def _sharing_values(cols: dict[str, tuple[str, pa.Array]], rows: int) -> dict[str, tuple[str, pa.Array]]:
-    """The batch's columns, those of a wide, sparse batch (as exported Parquet gives them:
-    2,003 keys of about 1,000 rows, 97.5% null, 16 MB) holding their values in shared buffers,
-    so that pending rows cost memory in proportion to their values, not to their keys, and a
-    row group holds several such batches."""
-    if len(cols) < WIDE_COLUMNS:
-        return cols
-    sparse: dict[str, list[str]] = {}
-    for name, (ltype, array) in cols.items():
-        if ltype in NUMERIC and array.null_count and not array.offset:
-            sparse.setdefault(ltype, []).append(name)
-    for names in sparse.values():
-        arrays = [cols[name][1] for name in names]
-        if (len(arrays) < WIDE_COLUMNS or sum(rows - a.null_count for a in arrays) * 4 > len(arrays) * rows
-                or len({a.buffers()[1].address // (rows * 8) for a in arrays}) < len(arrays) // 2):
-            continue  # few, dense, or already sharing (the client's wide pages)
-        for name, array in zip(names, share_values(arrays)):
-            cols[name] = (cols[name][0], array)
-    return cols
 
 
 def _concat(chunks: list[pa.Array]) -> pa.Array:
@@ -375,7 +336,10 @@ class PartStream:
             physical = self.namer.physical(f.name)
             self.keys[physical] = f.name
             cols[physical] = classify(f, batch.column(i), canonical=canonical)
-        return fixed, _sharing_values(cols, batch.num_rows)
+        if len(cols) >= WIDE_COLUMNS:  # a wide batch of any source: see `shared_values`
+            shared = share_sparse([array for _, array in cols.values()])
+            cols = {name: (ltype, array) for (name, (ltype, _)), array in zip(cols.items(), shared)}
+        return fixed, cols
 
     def _check_order(self, steps: pa.Array) -> tuple[int, int]:
         n = len(steps)
