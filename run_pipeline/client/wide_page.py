@@ -90,11 +90,11 @@ def _numeric_kind(values: list[Any]) -> int | None:
         if all(_INT64_MIN <= v <= _INT64_MAX for v in values):
             return _INT
         return None
-    if kinds == {int, float}:
-        # pyarrow.json reads such a column as float64 (an int beyond 2**53 rounded to the
-        # nearest double, as here); an int beyond int64 makes it JSON text (`batches._column`).
-        if all(_INT64_MIN <= v <= _INT64_MAX for v in values if type(v) is int):
-            return _FLOAT
+    # Ints among floats: pyarrow.json reads such a column as float64 (an int beyond 2**53
+    # rounded to the nearest double, as here); an int beyond int64 makes it JSON text
+    # (`batches._column`).
+    if kinds == {int, float} and all(_INT64_MIN <= v <= _INT64_MAX for v in values if type(v) is int):
+        return _FLOAT
     return None
 
 
@@ -140,7 +140,13 @@ def wide_batch(strings: Sequence[str], first: Sequence[str]) -> pa.RecordBatch:
 
 
 def _wide_batch(rows: list[Any], first: Sequence[str], check: bool) -> pa.RecordBatch:
-    from run_pipeline.client.batches import JSON_METADATA, STEP, _batch_metadata, _column, _field_name
+    from run_pipeline.client.batches import (
+        JSON_METADATA,
+        STEP,
+        _batch_metadata,
+        _column,
+        _field_name,
+    )
 
     n = len(rows)
     gathered: dict[str, tuple[list[int], list[Any]]] = {}

@@ -115,7 +115,10 @@ def test_a_wide_run_of_several_pages_lands_alike_live_and_from_exported_parquet(
     from run_pipeline.emulator.server import EmulatorServer
     from run_pipeline.pool import export_runs
     from run_pipeline.warehouse import Warehouse
-    from run_pipeline_tests.reliability.digest import explain_difference, warehouse_digest
+    from run_pipeline_tests.reliability.digest import (
+        explain_difference,
+        warehouse_digest,
+    )
 
     key = "wide" + "0" * 36
     generate_shaped_run(tmp_path / "data" / "e" / "wide" / "wide0001", shape="wide", steps=2_500, seed=2)

@@ -3,6 +3,7 @@ value once, as (step, key, value), sorted by key then row, in row groups that sp
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 
@@ -69,5 +70,5 @@ def test_long_form_holds_every_numeric_value_once_by_key_then_row(rows, keys, de
     for t, ks in zip(tables, keys_of):
         assert t.schema.equals(parts.METRICS_SCHEMA)
         assert len(t) <= limit or len(ks) == 1  # a key alone may exceed the limit
-    for a, b in zip(keys_of, keys_of[1:]):
+    for a, b in itertools.pairwise(keys_of):
         assert not a & b  # no key split across row groups
