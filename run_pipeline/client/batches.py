@@ -25,6 +25,7 @@ from run_pipeline.client.ndjson_page import (
     huge_float_columns,
     read_page,
 )
+from run_pipeline.client.wide_page import looks_wide, wide_batch
 
 STEP = "_step"
 JSON_METADATA = {b"run_pipeline.json": b"1"}
@@ -210,9 +211,12 @@ def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> 
     integer beyond int64, a key of mixed kinds, which is split by kind so that the rest of the
     page still reads) is rebuilt from exactly parsed rows, and only the rows where that column
     has a value are parsed. Pages pyarrow.json cannot read even so take the exact path whole.
+    A page of many sparse keys is read by `wide_page` instead (pyarrow.json pays per key).
     """
     if not strings:
         return rows_to_batch([], first)
+    if looks_wide(strings):
+        return wide_batch(strings, first)
     data = "\n".join(strings).encode("utf-8")
     read = read_page(data)
     if read is None:

@@ -11,13 +11,16 @@ part whose types read back differently from the run-level type (see
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Iterator, Mapping
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 import pyarrow.parquet as pq
+
+from run_pipeline.shared_values import WIDE_COLUMNS, held_bytes, share_sparse
 
 from .errors import WarehouseDataError
 from .layout import HISTORY, METRICS, SYSTEM_METRICS
@@ -141,7 +144,7 @@ class _PartBuilder:
             self.types[name] = join_types(self.types.get(name, NULL), ltype)
         self._pending.append(_Pending(fixed, cols, rows))
         self._pending_rows += rows
-        self._pending_bytes += sum(a.nbytes for a in fixed) + sum(a.nbytes for _, a in cols.values())
+        self._pending_bytes += held_bytes([*fixed, *(a for _, a in cols.values())])
         if first is not None:
             self.first = first if self.first is None else self.first
             self.last = last
@@ -151,14 +154,18 @@ class _PartBuilder:
     def flush(self) -> None:
         if not self._pending:
             return
-        if not self._writer.opened:
+        if self._writer.opened:
+            schema = self._writer.schema  # the part's types are fixed once its first row group is written
+        else:
             # Columns in the run's order of first appearance, so every part of a run lists
             # its columns in the same relative order (and the view's column order follows it).
             rank = {name: i for i, name in enumerate(self.keys)}
             self.types = dict(sorted(self.types.items(), key=lambda item: rank.get(item[0], len(rank))))
-        fields = [pa.field(n, t, nullable=True) for n, t in self.spec.fixed]
-        fields += [arrow_field(n, t, self.keys.get(n)) for n, t in self.types.items()]
-        arrays = [pa.concat_arrays([p.fixed[i] for p in self._pending]) for i in range(len(self.spec.fixed))]
+            fields = [pa.field(n, t, nullable=True) for n, t in self.spec.fixed]
+            fields += [arrow_field(n, t, self.keys.get(n)) for n, t in self.types.items()]
+            schema = pa.schema(fields)
+        arrays = [_concat([p.fixed[i] for p in self._pending]) for i in range(len(self.spec.fixed))]
+        nulls: dict[tuple[int, str], pa.Array] = {}  # one for all the keys a batch lacks
         for name, target in self.types.items():
             chunks = []
             for p in self._pending:
@@ -166,17 +173,26 @@ class _PartBuilder:
                     source, array = p.cols[name]
                     chunks.append(convert(array, source, target))
                 else:
-                    chunks.append(pa.nulls(p.rows, arrow_type(target)))
-            arrays.append(pa.concat_arrays(chunks))
-        table = pa.Table.from_arrays(arrays, schema=pa.schema(fields))
+                    absent = nulls.get((p.rows, target))
+                    if absent is None:
+                        absent = nulls[p.rows, target] = pa.nulls(p.rows, arrow_type(target))
+                    chunks.append(absent)
+            # Chunked, not concatenated: a copy would give every key of a wide batch its own
+            # buffer of values (see `shared_values`).
+            arrays.append(chunks[0] if len(chunks) == 1 else pa.chunked_array(chunks))
+        table = pa.Table.from_arrays(arrays, schema=schema)
         self._pending.clear()
         self._pending_rows = self._pending_bytes = 0
         self._writer.write(table)
         self.rows += len(table)
         if self._metrics is not None:
-            for long in _long_form(table, self.types, self.keys):
+            # The arrays themselves: taking 2,000 columns back out of the table costs more
+            # than the long form itself.
+            columns = dict(zip(schema.names, arrays))
+            for long in _long_form(columns[STEP], columns, self.types, self.keys):
                 self._metrics.write(long)
-        del table
+            del columns
+        del table, arrays
         # Hand the freed buffers back to the OS: the allocator would keep them, and peak memory
         # would then grow with everything a run ever buffered rather than with one row group.
         pa.default_memory_pool().release_unused()
@@ -196,6 +212,11 @@ class _PartBuilder:
             self._metrics.abort()
 
 
+def _concat(chunks: list[pa.Array]) -> pa.Array:
+    """One array of the chunks (no copy of a lone one: a wide run's row group is often one page)."""
+    return chunks[0] if len(chunks) == 1 else pa.concat_arrays(chunks)
+
+
 #: Most rows per row group of the long-form metrics files. It bounds the memory one flush
 #: needs (a long run's history row group holds up to half a million numeric values); a
 #: 2,000-step, 30-key run still fits in one.
@@ -207,37 +228,56 @@ METRICS_PAGE_ROWS = 2048
 METRICS_WRITE_OPTIONS = {"write_page_index": True, "max_rows_per_page": METRICS_PAGE_ROWS}
 
 
-def _long_form(table: pa.Table, types: dict[str, str], keys: dict[str, str]) -> Iterator[pa.Table]:
-    """Every non-null numeric value of a history slice as (step, key, value) rows, sorted by
-    key then step, in tables of at most `METRICS_ROW_GROUP_ROWS` rows that never split a key
-    unless one key alone has more rows than that."""
+def _long_form(steps: pa.Array | pa.ChunkedArray, columns: Mapping[str, pa.Array | pa.ChunkedArray],
+               types: dict[str, str], keys: dict[str, str]) -> Iterator[pa.Table]:
+    """Every non-null numeric value of a history slice (its `steps` and its `columns` by
+    physical name) as (step, key, value) rows, sorted by key then step, in tables of at most
+    `METRICS_ROW_GROUP_ROWS` rows that never split a key unless one key alone has more rows
+    than that. The keys of one table are gathered together (a wide run's row group holds
+    thousands of keys, a few values each)."""
     numeric = sorted((n for n, t in types.items() if t in NUMERIC), key=lambda n: keys.get(n, n))
     dictionary = pa.array([keys.get(n, n) for n in numeric], pa.string())
-    steps = table.column(STEP).combine_chunks()
-    chunk: list[tuple[pa.Array, pa.Array, pa.Array]] = []
-    chunk_rows = 0  # a running count: summing the chunk per key is quadratic on wide rows
+    if isinstance(steps, pa.ChunkedArray):
+        steps = steps.combine_chunks()
+    group: list[tuple[int, pa.Array | pa.ChunkedArray]] = []
+    group_rows = 0  # a running count: summing the group per key is quadratic on wide rows
     for i, name in enumerate(numeric):
-        values = table.column(name).combine_chunks()
-        if values.null_count == len(values):
+        values = columns[name]
+        count = len(values) - values.null_count
+        if not count:
             continue
-        values = as_type(values, pa.float64(), safe=False)
-        s = steps
-        if values.null_count:
-            mask = values.is_valid()
-            s, values = s.filter(mask), values.filter(mask)
-        if chunk and chunk_rows + len(values) > METRICS_ROW_GROUP_ROWS:
-            yield _long_table(chunk, dictionary)
-            chunk, chunk_rows = [], 0
-        chunk.append((s, pa.repeat(pa.scalar(i, pa.int32()), len(values)), values))
-        chunk_rows += len(values)
-    if chunk:
-        yield _long_table(chunk, dictionary)
+        if group and group_rows + count > METRICS_ROW_GROUP_ROWS:
+            yield _long_table(group, steps, dictionary)
+            group, group_rows = [], 0
+        group.append((i, values))
+        group_rows += count
+    if group:
+        yield _long_table(group, steps, dictionary)
 
 
-def _long_table(chunk: list[tuple[pa.Array, pa.Array, pa.Array]], dictionary: pa.Array) -> pa.Table:
-    key = pa.DictionaryArray.from_arrays(pa.concat_arrays([c[1] for c in chunk]), dictionary)
-    return pa.Table.from_arrays([pa.concat_arrays([c[0] for c in chunk]), key,
-                                 pa.concat_arrays([c[2] for c in chunk])], schema=METRICS_SCHEMA)
+def _long_table(group: list[tuple[int, pa.Array | pa.ChunkedArray]], steps: pa.Array,
+                dictionary: pa.Array) -> pa.Table:
+    """The long form of the columns of `group` (each with its key's index in `dictionary`),
+    built over all of them at once: their values as one chunked array, filtered once."""
+    n = len(steps)
+    chunks = []
+    for _, column in group:
+        for chunk in (column.chunks if isinstance(column, pa.ChunkedArray) else (column,)):
+            chunks.append(as_type(chunk, pa.float64(), safe=False))
+    values = pa.chunked_array(chunks, pa.float64())
+    ids = np.fromiter((i for i, _ in group), np.int32, len(group))
+    if values.null_count:
+        valid = values.is_valid()
+        at = pc.indices_nonzero(valid).to_numpy()
+        values = pc.filter(values, valid)
+        which, rows = np.divmod(at, n)
+        step = steps.take(pa.array(rows))
+        key = pa.array(ids[which], pa.int32())
+    else:
+        step = pa.chunked_array([steps] * len(group))
+        key = pa.array(np.repeat(ids, n), pa.int32())
+    key = pa.DictionaryArray.from_arrays(key, dictionary)
+    return pa.Table.from_arrays([step, key, values], schema=METRICS_SCHEMA)
 
 
 class PartStream:
@@ -296,6 +336,9 @@ class PartStream:
             physical = self.namer.physical(f.name)
             self.keys[physical] = f.name
             cols[physical] = classify(f, batch.column(i), canonical=canonical)
+        if len(cols) >= WIDE_COLUMNS:  # a wide batch of any source: see `shared_values`
+            shared = share_sparse([array for _, array in cols.values()])
+            cols = {name: (ltype, array) for (name, (ltype, _)), array in zip(cols.items(), shared)}
         return fixed, cols
 
     def _check_order(self, steps: pa.Array) -> tuple[int, int]:
