@@ -51,12 +51,12 @@ def remove_partitions(removed) -> None:
         raise CliError(EXIT_USAGE, "--dagster-partitions needs DAGSTER_HOME (the Dagster instance to change)")
     import dagster as dg
 
-    from run_pipeline.export import RunRef
+    from run_pipeline.defs.partitions import encode_partition_key
     from run_pipeline.settings import RUNS_PARTITIONS
 
     with dg.DagsterInstance.get() as instance:
         existing = set(instance.get_dynamic_partitions(RUNS_PARTITIONS))
-        keys = [RunRef(k.entity, k.project, k.run_id).partition_key for k in removed]
+        keys = [encode_partition_key(k) for k in removed]
         for key in keys:
             if key in existing:
                 instance.delete_dynamic_partition(RUNS_PARTITIONS, key)

@@ -8,8 +8,11 @@ from collections.abc import Iterable, Iterator, Mapping
 
 import dagster as dg
 
-from run_pipeline.export import ExportResult, RunRef
+from run_pipeline.export import ExportResult
+from run_pipeline.warehouse import RunKey
 from run_pipeline.warehouse.inspect import RunInspection
+
+from .partitions import encode_partition_key
 
 HISTORY_CHECK = dg.AssetCheckSpec("history_reconciled", asset="wandb_run_history",
                                   description="Rows in the warehouse equal the rows the server holds for the run.")
@@ -45,13 +48,13 @@ def count(values: Iterable) -> dict[str, int]:
 
 def per_run_table(results: list[ExportResult]) -> str:
     lines = ["| run | state | mode | rows written | rows total | last step |", "|---|---|---|---|---|---|"]
-    lines += [f"| {r.ref.path} | {r.state} | {r.mode} | {r.history_rows_written} | {r.history_rows_total} | "
+    lines += [f"| {r.key.path} | {r.state} | {r.mode} | {r.history_rows_written} | {r.history_rows_total} | "
               f"{r.last_step} |" for r in results]
     return "\n".join(lines)
 
 
 def asset_metadata(results: list[ExportResult], inspections: Mapping[str, RunInspection],
-                   deleted: list[RunRef], warehouse_runs_path: str) -> dict[str, dict]:
+                   deleted: list[RunKey], warehouse_runs_path: str) -> dict[str, dict]:
     """Metadata of each run asset for one Dagster run. With one W&B run the figures are that
     run's; with several (a backfill batch) they are batch totals, named so, with a per-run
     table beside them. Runs found deleted on the server are listed, not failed."""
@@ -77,7 +80,7 @@ def asset_metadata(results: list[ExportResult], inspections: Mapping[str, RunIns
         only = results[0]
         history_md["path"] = dg.MetadataValue.path(history[0].path)
         history_md["preview"] = dg.MetadataValue.md(
-            f"Last rows of {only.ref.path}:\n\n{inspections[only.ref.partition_key].preview_markdown}")
+            f"Last rows of {only.key.path}:\n\n{inspections[encode_partition_key(only.key)].preview_markdown}")
     return {
         "wandb_runs": runs_md,
         "wandb_run_config": {label("keys"): sum(r.config_keys for r in results)},
@@ -91,9 +94,9 @@ def asset_metadata(results: list[ExportResult], inspections: Mapping[str, RunIns
 def check_results(results: list[ExportResult], inspections: Mapping[str, RunInspection],
                   keys: Mapping[str, dg.AssetKey] | None = None) -> Iterator[dg.AssetCheckResult]:
     """The four checks over the runs of one Dagster run."""
-    bad_history = {r.ref.partition_key: [r.history_rows_total, r.server_history_rows] for r in results
+    bad_history = {encode_partition_key(r.key): [r.history_rows_total, r.server_history_rows] for r in results
                    if not r.reconciled}
-    bad_system = {r.ref.partition_key: [r.system_rows_total, r.server_system_rows] for r in results
+    bad_system = {encode_partition_key(r.key): [r.system_rows_total, r.server_system_rows] for r in results
                   if r.system_rows_total != r.server_system_rows}
     repeats = {k: i.duplicate_steps for k, i in inspections.items() if i.duplicate_steps}
     missing = {k: i.missing_files for k, i in inspections.items() if i.missing_files}
@@ -114,9 +117,10 @@ def partition_materializations(result: ExportResult, inspection: RunInspection, 
                                keys: Mapping[str, dg.AssetKey] | None = None) -> Iterator[dg.AssetMaterialization]:
     """One materialization per run asset for one W&B run's partition: what a batch logs for
     the runs that landed when another run of the batch failed, so they show as materialized."""
-    metadata = asset_metadata([result], {result.ref.partition_key: inspection}, [], warehouse_runs_path)
+    partition = encode_partition_key(result.key)
+    metadata = asset_metadata([result], {partition: inspection}, [], warehouse_runs_path)
     for asset in RUN_ASSETS:
-        yield dg.AssetMaterialization(asset_key=_key(keys, asset), partition=result.ref.partition_key,
+        yield dg.AssetMaterialization(asset_key=_key(keys, asset), partition=partition,
                                       metadata=metadata[asset])
 
 

@@ -149,11 +149,9 @@ def _write_metadata(wr: WarehouseRoot, key: RunKey, run: RunRecord,
     return MetadataResult(len(config), len(summary), size, exported_at)
 
 
-def delete_run(root: Root, entity: str, project: str, run_id: str, *,
-               filesystem: pafs.FileSystem | None = None) -> None:
+def delete_run(root: Root, key: RunKey, *, filesystem: pafs.FileSystem | None = None) -> None:
     """Remove every file of a run (e.g. deleted in W&B): its row first, then its series."""
     wr = WarehouseRoot.parse(root, filesystem)
-    key = RunKey(entity, project, run_id)
     with run_lock(wr, key):
         for table in (RUNS, RUN_CONFIG, RUN_SUMMARY):
             delete_file(wr.fs, f"{wr.run_dir(table, key)}/{RUN_FILES[table]}")
