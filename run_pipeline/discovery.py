@@ -55,13 +55,15 @@ def marked_deleted(warehouse: Warehouse, entity: str, project: str) -> set[str]:
 
 
 def vanished_runs(warehouse: Warehouse, entity: str, project: str, listed: list[FoundRun],
-                  marked: set[str] | None = None) -> list[RunKey]:
-    """Exported runs of a project that a complete listing (`listed`) no longer holds and that
-    are not marked deleted yet (`marked`, read when not given): exporting them checks with the
-    server and marks them."""
+                  marked: set[str] | None = None, exported: set[str] | None = None) -> list[RunKey]:
+    """Exported runs of a project (`exported`, listed when not given) that a complete listing
+    (`listed`) no longer holds and that are not marked deleted yet (`marked`, read when not
+    given): exporting them checks with the server and marks them."""
     if marked is None:
         marked = marked_deleted(warehouse, entity, project)
-    gone = warehouse.exported_run_ids(entity, project) - {f.key.run_id for f in listed} - marked
+    if exported is None:
+        exported = warehouse.exported_run_ids(entity, project)
+    gone = exported - {f.key.run_id for f in listed} - marked
     return [RunKey(entity, project, run_id) for run_id in sorted(gone)]
 
 
@@ -70,11 +72,11 @@ def changed_runs(api: Api, warehouse: Warehouse, entity: str, project: str) -> l
     or heartbeat differ from their last export, runs never exported, runs marked deleted that
     the server lists again (restored), and, as `RunKey`s, exported runs that the complete
     listing no longer holds (their export finds them gone and marks them deleted)."""
-    out: list[FoundRun | RunKey] = []
     listed = discover_runs(api, entity, project)
     marked = marked_deleted(warehouse, entity, project)
-    for found in listed:
-        if (found.key.run_id in marked
-                or warehouse.exported_status(found.key) != (found.state, found.heartbeat_at[:19])):
-            out.append(found)
-    return out + vanished_runs(warehouse, entity, project, listed, marked)
+    # One pass over the project's exported rows, not one read per listed run.
+    exported = warehouse.exported_states(entity, project)
+    out: list[FoundRun | RunKey] = [
+        found for found in listed
+        if found.key.run_id in marked or exported.get(found.key.run_id) != (found.state, found.heartbeat_at[:19])]
+    return out + vanished_runs(warehouse, entity, project, listed, marked, set(exported))

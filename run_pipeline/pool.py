@@ -16,9 +16,9 @@ from typing import Any, Iterator
 
 from run_pipeline.client import Api, Run, WandbNotFoundError
 from run_pipeline.discovery import FoundRun
-from run_pipeline.export import Exporter, ExportResult
+from run_pipeline.export import Exporter
 from run_pipeline.lifeline import die_with
-from run_pipeline.warehouse import RunKey, Warehouse
+from run_pipeline.warehouse import RunExport, RunKey, Warehouse
 
 #: With fewer runs than this per worker, threads: a process pool's start-up would not pay off.
 MIN_RUNS_PER_PROCESS = 4
@@ -36,7 +36,7 @@ class Outcome:
     the time the deletion was seen, when it was ever exported)."""
 
     target: FoundRun | RunKey
-    result: ExportResult | None
+    result: RunExport | None
     error: str | None
     error_type: str | None
     deleted: bool = False
@@ -106,7 +106,7 @@ def _what(target: FoundRun | RunKey) -> Run | RunKey:
 
 
 def _export_here(exporter: Exporter, run: Run | RunKey,
-                 full: bool) -> tuple[ExportResult | None, str | None, str | None, bool]:
+                 full: bool) -> tuple[RunExport | None, str | None, str | None, bool]:
     try:
         return exporter.export_run(run, full=full), None, None, False
     except WandbNotFoundError as exc:
@@ -134,7 +134,7 @@ def _start_worker(api: Api, warehouse: Warehouse, owner_pid: int) -> None:
 
 
 def _export_in_worker(key: RunKey, attrs: dict[str, Any],
-                      full: bool) -> tuple[ExportResult | None, str | None, str | None, bool]:
+                      full: bool) -> tuple[RunExport | None, str | None, str | None, bool]:
     exporter = _worker_exporter
     assert exporter is not None, "export worker not started"
     run = Run(exporter.api, key.entity, key.project, key.run_id, attrs=attrs) if attrs.get("id") else key

@@ -192,7 +192,7 @@ def export_all(api, warehouse, targets: list, *, full: bool, workers: int, quiet
             progress.update(key.path, result.history_rows_written, result.describe())
             if not result.reconciled:  # landed, but not all of it: never report that as success
                 tally.failures[key.path] = (f"{result.history_rows_total} history rows in the warehouse, "
-                                            f"but the server holds {result.server_history_rows}")
+                                            f"but the server holds {result.source_history_rows}")
     except KeyboardInterrupt:
         progress.close()
         raise CliError(EXIT_INTERRUPTED, f"interrupted: {tally.exported} of {tally.total} runs exported, the runs in "

@@ -100,18 +100,16 @@ def export_partitions(context: dg.AssetExecutionContext, wandb: WandbResource, w
                 results.append(result)
     order = {key: i for i, key in enumerate(context.partition_keys)}
     results.sort(key=lambda r: order[encode_partition_key(r.key)])
-    inspections = {encode_partition_key(r.key): wh.inspect_run(r.key) for r in results}
     runs_path = wh.root.location(wh.root.path("runs"))
     if failures:
         for result in results:
-            for event in partition_materializations(result, inspections[encode_partition_key(result.key)], runs_path,
-                                                    keys):
+            for event in partition_materializations(result, runs_path, keys):
                 context.log_event(event)
         raise dg.Failure(description=failure_description(failures, len(context.partition_keys)),
                          metadata={"failed_runs": dg.MetadataValue.json(failures), "exported_runs": len(results)})
-    for asset, metadata in asset_metadata(results, inspections, deleted, runs_path).items():
+    for asset, metadata in asset_metadata(results, deleted, runs_path).items():
         yield dg.MaterializeResult(asset_key=keys[asset], metadata=metadata)
-    yield from check_results(results, inspections, keys)
+    yield from check_results(results, keys)
 
 
 def build_run_tables(specs: Mapping[str, dg.AssetSpec] | None = None, execute: Callable[..., Iterator] | None = None,

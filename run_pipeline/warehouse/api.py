@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
-from . import catalog, deletions, export, inspect, state
+from . import catalog, deletions, export, exported, state
 from .layout import HISTORY, RunKey, WarehouseRoot
 from .lock import run_lock
 from .records import RunRecord
@@ -82,13 +82,10 @@ class Warehouse:
             self.refresh_catalog()
         return removed
 
-    def inspect_run(self, run: RunKey) -> inspect.RunInspection:
-        """One exported run's files read back: present, repeated steps, the last rows."""
-        return inspect.inspect_run(self.root, run)
-
-    def exported_status(self, run: RunKey) -> tuple[str, str] | None:
-        """(state, heartbeat ISO text) of the run as last exported, or None if never exported."""
-        return inspect.exported_status(self.root, run)
+    def exported_states(self, entity: str, project: str) -> dict[str, tuple[str | None, str]]:
+        """Run id → (state, heartbeat ISO text) of every run of a project as last exported, in one
+        pass (see `exported.exported_states`)."""
+        return exported.exported_states(self.root, entity, project)
 
     def run_state(self, run: RunKey, table: str = HISTORY) -> state.RunState | None:
         """The committed manifest of a run's history (or system metrics), None if never exported."""
