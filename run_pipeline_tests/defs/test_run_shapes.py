@@ -77,7 +77,7 @@ def test_every_shape_materializes_with_checks_and_metadata(corpus, server, tmp_p
            "wandb": WandbResource(base_url=server.base_url, api_key=server.api_key)}
     repeated = {(ENTITY, "keys", "steps001")}
     for ref in refs:
-        result = dg.materialize([wandb_run_tables], partition_key=ref.partition_key, resources=res,
+        result = dg.materialize([wandb_run_tables], partition_key=encode_partition_key(ref), resources=res,
                                 instance=instance, raise_on_error=False)
         assert result.success, ref
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
