@@ -1,7 +1,7 @@
 """The sync of one run from a client into a warehouse, shared by the Dagster assets and
-`run-pipeline export`: the run's record and the `Exporter` that streams it in
-(incremental by default) and returns the warehouse's `RunExport`. Finding runs is `discovery.py`, exporting
-many at once `pool.py`. Plain Python: no Dagster import."""
+`run-pipeline export`: the run's record and the `Exporter` that streams it in (incremental by
+default) and returns the warehouse's `RunExport`. Finding runs is `discovery.py`, exporting many
+at once `pool.py`. Plain Python: no Dagster import."""
 
 from __future__ import annotations
 

@@ -29,11 +29,7 @@ from .checks import (
     failure_description,
     partition_materializations,
 )
-from .partitions import (
-    decode_partition_key,
-    encode_partition_key,
-    wandb_runs_partitions,
-)
+from .partitions import decode_partition_key, encode_partition_key, wandb_runs_partitions
 from .resources import WandbResource, WarehouseResource
 
 GROUP = "wandb"

@@ -55,7 +55,7 @@ def test_a_deleted_run_keeps_its_rows_marked_then_prune_removes_it(emulator, tmp
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    keys = [encode_partition_key(RunKey("demo", PROJECT, victim)), encode_partition_key(RunKey("demo", PROJECT, "kept0001"))]
+    keys = [encode_partition_key(RunKey("demo", PROJECT, run_id)) for run_id in (victim, "kept0001")]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions(RUNS_PARTITIONS, keys)
 

@@ -112,7 +112,8 @@ def test_sensor_requests_finished_runs_once(emulator, resources):
     result2 = wandb_finished_runs_sensor(ctx2)
     new_keys = {r.run_key for r in result2.run_requests} - {r.run_key for r in result.run_requests}
     assert [decode_partition_key(k.split("@")[0]).run_id for k in new_keys] == [running]
-    assert result2.dynamic_partitions_requests[0].partition_keys == [encode_partition_key(RunKey("demo", PROJECT, running))]
+    assert result2.dynamic_partitions_requests[0].partition_keys == [
+        encode_partition_key(RunKey("demo", PROJECT, running))]
 
 
 def test_schedule_requests_runs_changed_since_their_export(emulator, resources):

@@ -149,8 +149,8 @@ def test_a_run_the_server_no_longer_has_is_recorded_deleted_not_failed(corpus, s
     instance.add_dynamic_partitions(wandb_runs_partitions.name, [encode_partition_key(gone)])
     res = {**resources(server, tmp_path / "wh"),
            "wandb": WandbResource(base_url=server.base_url, api_key=server.api_key)}
-    result = dg.materialize([wandb_run_tables], partition_key=encode_partition_key(gone), resources=res, instance=instance,
-                            raise_on_error=False)
+    result = dg.materialize([wandb_run_tables], partition_key=encode_partition_key(gone), resources=res,
+                            instance=instance, raise_on_error=False)
     assert result.success
     md = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("wandb_run_tables")}
     assert md["wandb_runs"]["deleted_on_server"].value == [gone.path]

@@ -251,7 +251,8 @@ def test_a_run_deleted_between_listing_and_fetching_is_refused_by_name(tmp_path)
                 refused[f.key.run_id] = str(exc)
         assert list(refused) == ["values01"]
         assert f"{ENTITY}/keys/values01" in refused["values01"] and "not found" in refused["values01"]
-        assert sorted(r.key.run_id for r in exported) == sorted(f.key.run_id for f in found if f.key.run_id != "values01")
+        assert sorted(r.key.run_id for r in exported) == sorted(
+            f.key.run_id for f in found if f.key.run_id != "values01")
         assert all(r.reconciled for r in exported)
         # Asked for by partition key (Dagster's path), the deleted run is not found either.
         with pytest.raises(WandbNotFoundError, match="values01"):

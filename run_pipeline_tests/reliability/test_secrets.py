@@ -312,7 +312,8 @@ def test_dagster_event_log_run_config_and_ui_never_show_the_key(server, tmp_path
         monkeypatch.setenv(name, value)
     definitions = Path(__file__).resolve().parents[2] / "run_pipeline" / "definitions.py"
     defs: dg.Definitions = runpy.run_path(str(definitions))["defs"]  # read the environment above, fresh
-    keys = [encode_partition_key(RunKey(ENTITY, PROJECT, rid)) for rid in dataset_run_ids(server.dataset_dir, PROJECT)[:3]]
+    keys = [encode_partition_key(RunKey(ENTITY, PROJECT, rid))
+            for rid in dataset_run_ids(server.dataset_dir, PROJECT)[:3]]
     python_logs = {"python_logs": {"managed_python_loggers": ["run_pipeline", "urllib3", "requests"],
                                    "python_log_level": "DEBUG"}}
     (tmp_path / "dagster_home").mkdir()

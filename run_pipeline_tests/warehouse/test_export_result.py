@@ -47,8 +47,8 @@ def test_a_manifest_from_before_repeats_were_recorded_is_counted_from_its_files(
     del data["repeated_steps"]
     manifest.write_text(json.dumps(data))
     assert wh.run_state(key).repeated_steps is None
-    result = wh.export_run(make_run(history_line_count=6, last_step=2), GrowingHistory(first + [batch([2], {"x": [6]})]),
-                           incremental=True)
+    grown = GrowingHistory(first + [batch([2], {"x": [6]})])
+    result = wh.export_run(make_run(history_line_count=6, last_step=2), grown, incremental=True)
     assert result.mode == INCREMENTAL and result.history.repeated_steps == 3
     assert wh.run_state(key).repeated_steps == 3  # recorded from now on
 
