@@ -62,3 +62,13 @@ def test_exported_states_lists_every_run_of_a_project_in_one_pass(tmp_path):
     assert wh.exported_states("team", "proj") == {"a/b c": ("running", "2024-05-01T13:00:00"), "r2": ("finished", "")}
     wh.delete_run(RunKey("team", "proj", "r2"))
     assert set(wh.exported_states("team", "proj")) == {"a/b c"}
+
+
+def test_exported_states_on_an_object_store(s3):
+    fs, bucket = s3
+    wh = Warehouse(f"s3://{bucket}/wh", filesystem=fs)
+    assert wh.exported_states("team", "proj") == {}
+    for run_id, state in (("r1", "finished"), ("r 2%", "crashed")):
+        wh.export_run(make_run(run_id=run_id, state=state))
+    assert wh.exported_states("team", "proj") == {"r1": ("finished", "2024-05-01T13:00:00"),
+                                                  "r 2%": ("crashed", "2024-05-01T13:00:00")}
