@@ -9,21 +9,19 @@ from itertools import islice
 from typing import Any
 
 from run_pipeline.client import Api, Run
-from run_pipeline.export import RunRef
 from run_pipeline.settings import LIST_PAGE_SIZE
-from run_pipeline.warehouse import Warehouse
+from run_pipeline.warehouse import RunKey, Warehouse
 
 
 @dataclass(frozen=True)
 class FoundRun:
-    ref: RunRef
+    """A run a listing found: its identity, state and heartbeat as listed, and the client Run
+    built from the listing's fields (exporting it needs no request to load it)."""
+
+    key: RunKey
     state: str
     heartbeat_at: str  # the server's DateTime text, comparable as a string
     run: Run
-
-    @property
-    def partition_key(self) -> str:
-        return self.ref.partition_key
 
 
 def iter_runs(api: Api, entity: str, project: str, *, states=None, since: str | None = None,
@@ -41,7 +39,7 @@ def iter_runs(api: Api, entity: str, project: str, *, states=None, since: str | 
         clauses.append({"name": {"$in": list(run_ids)}})
     filters = {"$and": clauses} if clauses else None
     for run in api.runs(f"{entity}/{project}", filters=filters, order="+heartbeat_at", per_page=LIST_PAGE_SIZE):
-        yield FoundRun(RunRef(entity, project, run.id), run.state, run.heartbeat_at or "", run)
+        yield FoundRun(RunKey(entity, project, run.id), run.state, run.heartbeat_at or "", run)
 
 
 def discover_runs(api: Api, entity: str, project: str, *, states=None, since: str | None = None,
@@ -57,27 +55,28 @@ def marked_deleted(warehouse: Warehouse, entity: str, project: str) -> set[str]:
 
 
 def vanished_runs(warehouse: Warehouse, entity: str, project: str, listed: list[FoundRun],
-                  marked: set[str] | None = None) -> list[RunRef]:
-    """Exported runs of a project that a complete listing (`listed`) no longer holds and that
-    are not marked deleted yet (`marked`, read when not given): exporting them checks with the
-    server and marks them."""
+                  marked: set[str] | None = None, exported: set[str] | None = None) -> list[RunKey]:
+    """Exported runs of a project (`exported`, listed when not given) that a complete listing
+    (`listed`) no longer holds and that are not marked deleted yet (`marked`, read when not
+    given): exporting them checks with the server and marks them."""
     if marked is None:
         marked = marked_deleted(warehouse, entity, project)
-    gone = warehouse.exported_run_ids(entity, project) - {f.ref.run_id for f in listed} - marked
-    return [RunRef(entity, project, run_id) for run_id in sorted(gone)]
+    if exported is None:
+        exported = warehouse.exported_run_ids(entity, project)
+    gone = exported - {f.key.run_id for f in listed} - marked
+    return [RunKey(entity, project, run_id) for run_id in sorted(gone)]
 
 
-def changed_runs(api: Api, warehouse: Warehouse, entity: str, project: str) -> list[FoundRun | RunRef]:
+def changed_runs(api: Api, warehouse: Warehouse, entity: str, project: str) -> list[FoundRun | RunKey]:
     """What a nightly refresh must fetch, however long since the last one ran: runs whose state
     or heartbeat differ from their last export, runs never exported, runs marked deleted that
-    the server lists again (restored), and, as `RunRef`s, exported runs that the complete
+    the server lists again (restored), and, as `RunKey`s, exported runs that the complete
     listing no longer holds (their export finds them gone and marks them deleted)."""
-    out: list[FoundRun | RunRef] = []
     listed = discover_runs(api, entity, project)
     marked = marked_deleted(warehouse, entity, project)
-    for found in listed:
-        ref = found.ref
-        if (ref.run_id in marked
-                or warehouse.exported_status(ref.entity, ref.project, ref.run_id) != (found.state, found.heartbeat_at[:19])):
-            out.append(found)
-    return out + vanished_runs(warehouse, entity, project, listed, marked)
+    # One pass over the project's exported rows, not one read per listed run.
+    exported = warehouse.exported_states(entity, project)
+    out: list[FoundRun | RunKey] = [
+        found for found in listed
+        if found.key.run_id in marked or exported.get(found.key.run_id) != (found.state, found.heartbeat_at[:19])]
+    return out + vanished_runs(warehouse, entity, project, listed, marked, set(exported))

@@ -16,9 +16,9 @@ from typing import Any, Iterator
 
 from run_pipeline.client import Api, Run, WandbNotFoundError
 from run_pipeline.discovery import FoundRun
-from run_pipeline.export import Exporter, ExportResult, RunRef
+from run_pipeline.export import Exporter
 from run_pipeline.lifeline import die_with
-from run_pipeline.warehouse import Warehouse
+from run_pipeline.warehouse import RunExport, RunKey, Warehouse
 
 #: With fewer runs than this per worker, threads: a process pool's start-up would not pay off.
 MIN_RUNS_PER_PROCESS = 4
@@ -35,24 +35,24 @@ class Outcome:
     longer has the run, which is not a failure (its rows stay in the warehouse, marked with
     the time the deletion was seen, when it was ever exported)."""
 
-    target: FoundRun | RunRef
-    result: ExportResult | None
+    target: FoundRun | RunKey
+    result: RunExport | None
     error: str | None
     error_type: str | None
     deleted: bool = False
 
     @property
-    def ref(self) -> RunRef:
-        return _ref(self.target)
+    def key(self) -> RunKey:
+        return _key(self.target)
 
 
-def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun] | list[RunRef], *, full: bool = False,
+def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun] | list[RunKey], *, full: bool = False,
                 workers: int = 1, processes: bool | None = None) -> Iterator[Outcome]:
     """Export `targets`, `workers` at a time; yield each outcome as it completes. A failed run
     is reported and the others still land.
 
     A target is a listed run (`FoundRun`: exported from the listing's fields, no request to
-    load it) or a `RunRef` (loaded under the run's lock first, as Dagster partitions are).
+    load it) or a `RunKey` (loaded under the run's lock first, as Dagster partitions are).
     Parsing history holds the GIL, so with `workers > 1` runs are exported in a pool of
     processes, each with its own client and connection pool; `processes=None` picks threads
     when there are too few runs to pay for starting the pool.
@@ -75,14 +75,14 @@ def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun] | list[R
         pool: Any = ProcessPoolExecutor(max_workers=workers, mp_context=context,
                                         initializer=_start_worker, initargs=(api, warehouse, os.getpid()))
 
-        def submit(target: FoundRun | RunRef) -> Future:
+        def submit(target: FoundRun | RunKey) -> Future:
             attrs = target.run.server_attrs if isinstance(target, FoundRun) else {}
-            return pool.submit(_export_in_worker, _ref(target), attrs, full)
+            return pool.submit(_export_in_worker, _key(target), attrs, full)
     else:
         exporter = Exporter(api, warehouse)
         pool = ThreadPoolExecutor(max_workers=workers)
 
-        def submit(target: FoundRun | RunRef) -> Future:
+        def submit(target: FoundRun | RunKey) -> Future:
             return pool.submit(_export_here, exporter, _what(target), full)
 
     with pool:
@@ -97,22 +97,22 @@ def export_runs(api: Api, warehouse: Warehouse, targets: list[FoundRun] | list[R
                 exporter.stop.set()  # threads still exporting abandon their runs
 
 
-def _ref(target: FoundRun | RunRef) -> RunRef:
-    return target.ref if isinstance(target, FoundRun) else target
+def _key(target: FoundRun | RunKey) -> RunKey:
+    return target.key if isinstance(target, FoundRun) else target
 
 
-def _what(target: FoundRun | RunRef) -> Run | RunRef:
+def _what(target: FoundRun | RunKey) -> Run | RunKey:
     return target.run if isinstance(target, FoundRun) else target
 
 
-def _export_here(exporter: Exporter, run: Run | RunRef,
-                 full: bool) -> tuple[ExportResult | None, str | None, str | None, bool]:
+def _export_here(exporter: Exporter, run: Run | RunKey,
+                 full: bool) -> tuple[RunExport | None, str | None, str | None, bool]:
     try:
         return exporter.export_run(run, full=full), None, None, False
     except WandbNotFoundError as exc:
-        ref = run if isinstance(run, RunRef) else RunRef(run.entity, run.project, run.id)
+        key = run if isinstance(run, RunKey) else RunKey(run.entity, run.project, run.id)
         try:
-            if exporter.mark_if_deleted(ref):
+            if exporter.mark_if_deleted(key):
                 return None, None, None, True
         except Exception as check:  # noqa: BLE001 - the original error is the one to report
             exc.__context__ = check
@@ -133,9 +133,9 @@ def _start_worker(api: Api, warehouse: Warehouse, owner_pid: int) -> None:
     signal.signal(signal.SIGINT, lambda *_: exporter.stop.set())
 
 
-def _export_in_worker(ref: RunRef, attrs: dict[str, Any],
-                      full: bool) -> tuple[ExportResult | None, str | None, str | None, bool]:
+def _export_in_worker(key: RunKey, attrs: dict[str, Any],
+                      full: bool) -> tuple[RunExport | None, str | None, str | None, bool]:
     exporter = _worker_exporter
     assert exporter is not None, "export worker not started"
-    run = Run(exporter.api, ref.entity, ref.project, ref.run_id, attrs=attrs) if attrs.get("id") else ref
+    run = Run(exporter.api, key.entity, key.project, key.run_id, attrs=attrs) if attrs.get("id") else key
     return _export_here(exporter, run, full)

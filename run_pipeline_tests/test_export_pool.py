@@ -26,10 +26,10 @@ def test_a_pool_of_processes_lands_what_one_process_lands(emulator, tmp_path):
     _, pooled = _export(emulator, tmp_path / "pool", workers=2, processes=True)
     assert len(found) >= 8
     assert [o.error for o in pooled] == [None] * len(found)
-    assert sorted(o.target.ref.path for o in pooled) == sorted(f.ref.path for f in found)
-    by_run = {o.target.ref.path: o.result for o in one}
+    assert sorted(o.target.key.path for o in pooled) == sorted(f.key.path for f in found)
+    by_run = {o.target.key.path: o.result for o in one}
     for o in pooled:
-        expected = by_run[o.target.ref.path]
+        expected = by_run[o.target.key.path]
         assert (o.result.history_rows_written, o.result.system_rows_total, o.result.mode) == (
             expected.history_rows_written, expected.system_rows_total, expected.mode)
         assert o.result.reconciled
@@ -39,9 +39,9 @@ def test_a_pool_of_processes_lands_what_one_process_lands(emulator, tmp_path):
 def test_a_run_deleted_meanwhile_is_named_as_deleted_and_the_others_land(emulator, tmp_path):
     with Api(api_key=emulator.api_key, base_url=emulator.base_url, environ={}) as api:
         found = discover_runs(api, ENTITY, PROJECT)
-        doomed = found[3].ref
+        doomed = found[3].key
         emulator.store.delete_run(emulator.store.require_run(doomed.entity, doomed.project, doomed.run_id))
         outcomes = list(export_runs(api, Warehouse(tmp_path), found, workers=2, processes=True))
-    assert [o.ref.path for o in outcomes if o.deleted] == [doomed.path]
+    assert [o.key.path for o in outcomes if o.deleted] == [doomed.path]
     assert not [o.error for o in outcomes if o.error]
     assert sum(o.result is not None for o in outcomes) == len(found) - 1

@@ -131,7 +131,7 @@ def find_runs(api, warehouse, entity: str, projects: list[str],
                                          f"{entity}/{project}: {exc}") from None
     unknown: list[str] = []
     if args.runs:
-        found = {t.ref.run_id for t in targets}
+        found = {t.key.run_id for t in targets}
         unknown = [r for r in dict.fromkeys(args.runs) if r not in found]
         if len(unknown) == len(set(args.runs)):
             where = ", ".join(f"{entity}/{p}" for p in projects)
@@ -168,31 +168,31 @@ def export_all(api, warehouse, targets: list, *, full: bool, workers: int, quiet
     from run_pipeline.pool import export_runs
     from run_pipeline.warehouse import UNCHANGED
 
-    before = {(k.entity, k.project, k.run_id) for k, _ in warehouse.run_states()}
+    before = {k for k, _ in warehouse.run_states()}
     tally = Tally(len(targets))
     progress = Progress(len(targets), quiet)
     try:
         for outcome in export_runs(api, warehouse, targets, full=full, workers=workers):
-            ref, result = outcome.ref, outcome.result
+            key, result = outcome.key, outcome.result
             if outcome.deleted:
                 tally.deleted += 1
-                progress.update(ref.path, 0, "deleted on the server: its rows stay in the warehouse, marked deleted")
+                progress.update(key.path, 0, "deleted on the server: its rows stay in the warehouse, marked deleted")
                 continue
             if result is None:
-                tally.failures[ref.path] = outcome.error
-                progress.update(ref.path, 0, f"FAILED {outcome.error}")
+                tally.failures[key.path] = outcome.error
+                progress.update(key.path, 0, f"FAILED {outcome.error}")
                 continue
             tally.rows += result.history_rows_written
-            if (ref.entity, ref.project, ref.run_id) not in before:
+            if key not in before:
                 tally.new += 1
             elif result.mode == UNCHANGED:
                 tally.unchanged += 1
             else:
                 tally.updated += 1
-            progress.update(ref.path, result.history_rows_written, result.describe())
+            progress.update(key.path, result.history_rows_written, result.describe())
             if not result.reconciled:  # landed, but not all of it: never report that as success
-                tally.failures[ref.path] = (f"{result.history_rows_total} history rows in the warehouse, "
-                                            f"but the server holds {result.server_history_rows}")
+                tally.failures[key.path] = (f"{result.history_rows_total} history rows in the warehouse, "
+                                            f"but the server holds {result.source_history_rows}")
     except KeyboardInterrupt:
         progress.close()
         raise CliError(EXIT_INTERRUPTED, f"interrupted: {tally.exported} of {tally.total} runs exported, the runs in "

@@ -32,13 +32,13 @@ def cmd_prune(args: argparse.Namespace) -> int:
         marked = [(key, when) for key, when in warehouse.deleted_runs() if when < before]
         if args.dry_run:
             for key, when in marked:
-                print(f"would remove {key.entity}/{key.project}/{key.run_id} (deleted {when:%Y-%m-%d %H:%M} UTC)")
+                print(f"would remove {key.path} (deleted {when:%Y-%m-%d %H:%M} UTC)")
             return EXIT_OK
         removed = warehouse.prune(before)
     except WarehouseError as exc:
         raise CliError(EXIT_WAREHOUSE, f"warehouse {root} ({source}): {exc}") from None
     for key in removed:
-        print(f"removed {key.entity}/{key.project}/{key.run_id}")
+        print(f"removed {key.path}")
     print(f"removed {len(removed)} runs deleted on the server before {before.isoformat()}", file=sys.stderr)
     if args.dagster_partitions and removed:
         remove_partitions(removed)
@@ -51,12 +51,12 @@ def remove_partitions(removed) -> None:
         raise CliError(EXIT_USAGE, "--dagster-partitions needs DAGSTER_HOME (the Dagster instance to change)")
     import dagster as dg
 
-    from run_pipeline.export import RunRef
+    from run_pipeline.defs.partitions import encode_partition_key
     from run_pipeline.settings import RUNS_PARTITIONS
 
     with dg.DagsterInstance.get() as instance:
         existing = set(instance.get_dynamic_partitions(RUNS_PARTITIONS))
-        keys = [RunRef(k.entity, k.project, k.run_id).partition_key for k in removed]
+        keys = [encode_partition_key(k) for k in removed]
         for key in keys:
             if key in existing:
                 instance.delete_dynamic_partition(RUNS_PARTITIONS, key)

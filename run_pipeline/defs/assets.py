@@ -29,7 +29,7 @@ from .checks import (
     failure_description,
     partition_materializations,
 )
-from .partitions import RunRef, wandb_runs_partitions
+from .partitions import decode_partition_key, encode_partition_key, wandb_runs_partitions
 from .resources import WandbResource, WarehouseResource
 
 GROUP = "wandb"
@@ -78,35 +78,34 @@ def export_partitions(context: dg.AssetExecutionContext, wandb: WandbResource, w
     `keys` maps each table to its asset key (the table name unless renamed)."""
     keys = dict(keys or {table: dg.AssetKey(table) for table in RUN_ASSETS})
     results, failures, deleted = [], {}, []
-    refs = [RunRef.from_partition_key(key) for key in context.partition_keys]
+    runs = [decode_partition_key(key) for key in context.partition_keys]
     wh = warehouse.get_warehouse()
     with wandb.get_api() as api:
         # A backfill batch goes to a pool of worker processes; a single partition runs here.
-        for outcome in export_runs(api, wh, refs, workers=EXPORT_WORKERS_PER_DAGSTER_RUN):
-            key, result = outcome.ref.partition_key, outcome.result
+        for outcome in export_runs(api, wh, runs, workers=EXPORT_WORKERS_PER_DAGSTER_RUN):
+            path, result = outcome.key.path, outcome.result
             if outcome.deleted:
-                context.log.warning(f"{outcome.ref.path}: deleted on the server; its rows stay in the warehouse, "
+                context.log.warning(f"{path}: deleted on the server; its rows stay in the warehouse, "
                                     "marked deleted (remove them with `run-pipeline prune`)")
-                deleted.append(outcome.ref)
+                deleted.append(outcome.key)
             elif result is None:  # one bad run must not hide the others' results
-                failures[key] = outcome.error or "unknown error"
-                context.log.error(f"export of {outcome.ref.path} failed: {outcome.error}")
+                failures[encode_partition_key(outcome.key)] = outcome.error or "unknown error"
+                context.log.error(f"export of {path} failed: {outcome.error}")
             else:
-                context.log.info(f"{outcome.ref.path}: {result.describe()}")
+                context.log.info(f"{path}: {result.describe()}")
                 results.append(result)
     order = {key: i for i, key in enumerate(context.partition_keys)}
-    results.sort(key=lambda r: order[r.ref.partition_key])
-    inspections = {r.ref.partition_key: wh.inspect_run(r.ref.entity, r.ref.project, r.ref.run_id) for r in results}
+    results.sort(key=lambda r: order[encode_partition_key(r.key)])
     runs_path = wh.root.location(wh.root.path("runs"))
     if failures:
         for result in results:
-            for event in partition_materializations(result, inspections[result.ref.partition_key], runs_path, keys):
+            for event in partition_materializations(result, runs_path, keys):
                 context.log_event(event)
         raise dg.Failure(description=failure_description(failures, len(context.partition_keys)),
                          metadata={"failed_runs": dg.MetadataValue.json(failures), "exported_runs": len(results)})
-    for asset, metadata in asset_metadata(results, inspections, deleted, runs_path).items():
+    for asset, metadata in asset_metadata(results, deleted, runs_path).items():
         yield dg.MaterializeResult(asset_key=keys[asset], metadata=metadata)
-    yield from check_results(results, inspections, keys)
+    yield from check_results(results, keys)
 
 
 def build_run_tables(specs: Mapping[str, dg.AssetSpec] | None = None, execute: Callable[..., Iterator] | None = None,

@@ -6,10 +6,10 @@ from __future__ import annotations
 
 import dagster as dg
 
-from run_pipeline.discovery import changed_runs
+from run_pipeline.discovery import FoundRun, changed_runs
 
 from .jobs import wandb_export_job
-from .partitions import wandb_runs_partitions
+from .partitions import encode_partition_key, wandb_runs_partitions
 from .resources import WandbResource, WarehouseResource
 
 
@@ -27,16 +27,18 @@ def build_nightly_schedule(cron: str, timezone: str, job: dg.UnresolvedAssetJobD
                 found.extend(changed_runs(api, wh, entity, project))
         if not found:
             return dg.SkipReason("every run is exported up to date")
-        keys = sorted({r.partition_key for r in found})
+        # A bare RunKey is an exported run the listing no longer holds: its export checks with the
+        # server and marks it deleted.
+        states = {encode_partition_key(r.key if isinstance(r, FoundRun) else r):
+                  r.state if isinstance(r, FoundRun) else "unlisted" for r in found}
+        keys = sorted(states)
         existing = set(context.instance.get_dynamic_partitions(wandb_runs_partitions.name))
         missing = [k for k in keys if k not in existing]
         if missing:
             # Schedules cannot return partition requests; the partitions must exist before the runs.
             context.instance.add_dynamic_partitions(wandb_runs_partitions.name, missing)
         tick = context.scheduled_execution_time.strftime("%Y-%m-%dT%H:%M")
-        # A RunRef is an exported run the listing no longer holds: its export checks with the
-        # server and marks it deleted.
-        return [dg.RunRequest(partition_key=r.partition_key, run_key=f"nightly-{tick}-{r.partition_key}",
-                              tags={"wandb/state": getattr(r, "state", "unlisted")}) for r in found]
+        return [dg.RunRequest(partition_key=key, run_key=f"nightly-{tick}-{key}", tags={"wandb/state": state})
+                for key, state in states.items()]
 
     return wandb_nightly_schedule

@@ -26,7 +26,7 @@ from run_pipeline.settings import (
 
 from .batching import batch_requests
 from .jobs import wandb_catalog_job, wandb_export_job
-from .partitions import wandb_runs_partitions
+from .partitions import encode_partition_key, wandb_runs_partitions
 from .resources import WandbResource
 
 
@@ -53,7 +53,7 @@ def _project_cursor(cursor: dict, project_key: str) -> dict:
 def run_key(found: FoundRun) -> str:
     """Unique per state and heartbeat: a run that crashes without its heartbeat moving, or that
     is resumed and finishes again, is exported again; a repeated find is not."""
-    return f"{found.ref.partition_key}@{found.state}@{found.heartbeat_at}"
+    return f"{encode_partition_key(found.key)}@{found.state}@{found.heartbeat_at}"
 
 
 def finished_in_project(api, entity: str, project: str, state: dict, room: int) -> list[FoundRun]:
@@ -67,7 +67,7 @@ def finished_in_project(api, entity: str, project: str, state: dict, room: int) 
     watermark = state.get("after") or ""
     for run in iter_runs(api, entity, project, after=looked_back(state.get("after"))):
         if run.state not in TERMINAL_STATES:
-            running.add(run.ref.run_id)
+            running.add(run.key.run_id)
         elif run_key(run) not in recent:
             if len(found) >= room:
                 break
@@ -79,7 +79,7 @@ def finished_in_project(api, entity: str, project: str, state: dict, room: int) 
         # A state change without a heartbeat (the server's crash detection) moves no watermark.
         for run in iter_runs(api, entity, project, run_ids=watched[:SENSOR_MAX_WATCHED_RUNS]):
             if run.state not in TERMINAL_STATES:
-                running.add(run.ref.run_id)
+                running.add(run.key.run_id)
             elif run_key(run) not in recent:
                 found.append(run)
                 recent[run_key(run)] = run.heartbeat_at
@@ -127,8 +127,8 @@ def build_finished_runs_sensor(export_job: dg.UnresolvedAssetJobDefinition = wan
             return dg.SensorResult(skip_reason="no run finished since the last tick", cursor=json.dumps(cursor))
         order = list(context.instance.get_dynamic_partitions(wandb_runs_partitions.name))
         existing = set(order)
-        new_keys = sorted({r.ref.partition_key for r in found} - existing)
-        by_key = {r.ref.partition_key: r for r in found}
+        by_key = {encode_partition_key(r.key): r for r in found}
+        new_keys = sorted(set(by_key) - existing)
         requests = [
             req.with_replaced_attrs(tags={**req.tags, "wandb/state": by_key[req.partition_key].state})
             if req.partition_key else req
@@ -168,11 +168,12 @@ def discover(context: dg.SensorEvaluationContext, wandb: WandbResource) -> dg.Se
             watermark = cursor.get(key) or ""
             try:
                 for run in iter_runs(api, entity, project, after=looked_back(cursor.get(key))):
-                    if run.ref.partition_key not in existing:
+                    partition = encode_partition_key(run.key)
+                    if partition not in existing:
                         if len(new_keys) >= DISCOVERY_MAX_PARTITIONS_PER_TICK:
                             break
-                        new_keys.append(run.ref.partition_key)
-                        existing.add(run.ref.partition_key)
+                        new_keys.append(partition)
+                        existing.add(partition)
                     watermark = max(watermark, run.heartbeat_at)
             except WandbNotFoundError:
                 context.log.warning(f"project {key} not found; skipped")

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
-from . import catalog, deletions, export, inspect, state
+from . import catalog, deletions, export, exported, state
 from .layout import HISTORY, RunKey, WarehouseRoot
 from .lock import run_lock
 from .records import RunRecord
@@ -40,28 +40,26 @@ class Warehouse:
         return export.export_run(self.root, run, history, system_metrics, incremental=incremental,
                                  exported_at=exported_at, lock_timeout=lock_timeout)
 
-    def run_lock(self, entity: str, project: str, run_id: str,
-                 timeout: float | None = None) -> AbstractContextManager[None]:
+    def run_lock(self, run: RunKey, timeout: float | None = None) -> AbstractContextManager[None]:
         """The run's write lock (see `lock.run_lock`): hold it to read a run's source state and
         export it with no other writer of the run in between. Re-entrant within a thread."""
-        return run_lock(self.root, RunKey(entity, project, run_id), timeout)
+        return run_lock(self.root, run, timeout)
 
     def write_run_metadata(self, run: RunRecord | Mapping[str, Any]) -> export.MetadataResult:
         """Replace one run's row, config and summary."""
         return export.write_run_metadata(self.root, run)
 
-    def delete_run(self, entity: str, project: str, run_id: str) -> None:
+    def delete_run(self, run: RunKey) -> None:
         """Remove every file of one run."""
-        export.delete_run(self.root, entity, project, run_id)
+        export.delete_run(self.root, run)
 
-    def mark_deleted(self, entity: str, project: str, run_id: str,
-                     when: datetime | None = None) -> datetime | None:
+    def mark_deleted(self, run: RunKey, when: datetime | None = None) -> datetime | None:
         """Mark an exported run deleted on the server, keeping its rows (see `deletions.py`);
         None when the run was never exported."""
-        return deletions.mark_deleted(self.root, RunKey(entity, project, run_id), when)
+        return deletions.mark_deleted(self.root, run, when)
 
-    def deleted_at(self, entity: str, project: str, run_id: str) -> datetime | None:
-        return deletions.deleted_at(self.root, RunKey(entity, project, run_id))
+    def deleted_at(self, run: RunKey) -> datetime | None:
+        return deletions.deleted_at(self.root, run)
 
     def deleted_runs(self) -> Iterator[tuple[RunKey, datetime]]:
         """Every run marked deleted, with the time of its mark."""
@@ -78,31 +76,28 @@ class Warehouse:
         removed = []
         for key, when in list(deletions.iter_deleted(self.root)):
             if when < deleted_before:
-                export.delete_run(self.root, key.entity, key.project, key.run_id)
+                export.delete_run(self.root, key)
                 removed.append(key)
         if removed and self.root.is_local:
             self.refresh_catalog()
         return removed
 
-    def inspect_run(self, entity: str, project: str, run_id: str) -> inspect.RunInspection:
-        """One exported run's files read back: present, repeated steps, the last rows."""
-        return inspect.inspect_run(self.root, RunKey(entity, project, run_id))
+    def exported_states(self, entity: str, project: str) -> dict[str, tuple[str | None, str]]:
+        """Run id → (state, heartbeat ISO text) of every run of a project as last exported, in one
+        pass (see `exported.exported_states`)."""
+        return exported.exported_states(self.root, entity, project)
 
-    def exported_status(self, entity: str, project: str, run_id: str) -> tuple[str, str] | None:
-        """(state, heartbeat ISO text) of the run as last exported, or None if never exported."""
-        return inspect.exported_status(self.root, RunKey(entity, project, run_id))
-
-    def run_state(self, entity: str, project: str, run_id: str, table: str = HISTORY) -> state.RunState | None:
+    def run_state(self, run: RunKey, table: str = HISTORY) -> state.RunState | None:
         """The committed manifest of a run's history (or system metrics), None if never exported."""
-        return state.read_state(self.root, table, RunKey(entity, project, run_id))
+        return state.read_state(self.root, table, run)
 
     def run_states(self, table: str = HISTORY) -> Iterator[tuple[RunKey, state.RunState]]:
         """Every exported run with its committed history (or system metrics) state."""
         return state.iter_run_states(self.root, table)
 
-    def last_exported_step(self, entity: str, project: str, run_id: str) -> int:
+    def last_exported_step(self, run: RunKey) -> int:
         """Last committed history step of a run; -1 when none."""
-        return state.last_exported_step(self.root, RunKey(entity, project, run_id))
+        return state.last_exported_step(self.root, run)
 
     def refresh_catalog(self, database: str | os.PathLike | None = None, *, force: bool = False) -> dict:
         """(Re)create the DuckDB views, unless they are up to date or `force` (see

@@ -5,12 +5,15 @@ history (full or incremental) and its system metrics. Dagster assets and the CLI
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Mapping
 from dataclasses import dataclass
 from datetime import datetime, timezone
 from typing import Any
 
 import pyarrow.fs as pafs
+
+from run_pipeline.settings import TERMINAL_STATES
 
 from .deletions import clear_deleted
 from .errors import WarehousePathError
@@ -30,20 +33,33 @@ Root = str | os.PathLike | WarehouseRoot
 
 @dataclass(frozen=True)
 class MetadataResult:
+    """The run's row, config and summary files as written."""
+
     config_keys: int
     summary_keys: int
     bytes: int
     exported_at: datetime
+    #: The files placed, as `table/name` (every one of `RUN_FILES`).
+    files: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True)
 class RunExport:
-    """What `export_run` wrote, with the figures a materialization reports."""
+    """One run's export: what the warehouse committed for each of its tables, and what the
+    run's record said the source holds. The one result of exporting a run, passed as it is from
+    `export_run` through `Exporter.export_run` and `pool.export_runs` to the CLI and to the
+    Dagster checks and metadata (`defs/checks.py`)."""
 
-    run: RunKey
+    key: RunKey
+    #: The run's state as exported.
+    state: str | None
+    #: Rows the source said the run's history holds (the record's `history_line_count`; 0 when
+    #: it did not say).
+    source_history_rows: int
     history: SeriesResult | None
     system_metrics: SeriesResult | None
     metadata: MetadataResult
+    seconds: float
 
     @property
     def mode(self) -> str:
@@ -70,6 +86,20 @@ class RunExport:
         return (self.metadata.bytes + (self.history.bytes if self.history else 0)
                 + (self.system_metrics.bytes if self.system_metrics else 0))
 
+    @property
+    def reconciled(self) -> bool:
+        """Whether the warehouse holds every history row the source said the run has. A
+        running run may log rows between the record's read and the history's, so more is
+        fine until it reaches a terminal state."""
+        if self.state in TERMINAL_STATES:
+            return self.history_rows_total == self.source_history_rows
+        return self.history_rows_total >= self.source_history_rows
+
+    def describe(self) -> str:
+        return (f"{self.state}, {self.mode} history export: {self.history_rows_written} rows written, "
+                f"{self.history_rows_total} in the warehouse (server: {self.source_history_rows}), "
+                f"{self.system_rows_total} system rows, {self.seconds:.2f}s")
+
 
 def export_run(root: Root, run: RunRecord | Mapping[str, Any], history: HistorySource | None = None,
                system_metrics: SystemSource | None = None, *, incremental: bool = False,
@@ -93,6 +123,7 @@ def export_run(root: Root, run: RunRecord | Mapping[str, Any], history: HistoryS
     a concurrent export of the same run waits for this one (at most `lock_timeout` seconds).
     A run whose names cannot be stored is refused with `WarehousePathError` naming it.
     """
+    started = time.perf_counter()
     wr = WarehouseRoot.parse(root, filesystem)
     run = RunRecord.of(run)
     key = _storable_key(run)
@@ -108,7 +139,8 @@ def export_run(root: Root, run: RunRecord | Mapping[str, Any], history: HistoryS
                 system_result = export_series(wr, SYSTEM_SPEC, key, system_metrics, stage)
             metadata = _write_metadata(wr, key, run, exported_at, stage)
         clear_deleted(wr, key)  # exported again: the run exists on the server (restored)
-    return RunExport(key, history_result, system_result, metadata)
+    return RunExport(key, run.state, _opt_int(run.history_line_count) or 0, history_result, system_result, metadata,
+                     time.perf_counter() - started)
 
 
 def _storable_key(run: RunRecord) -> RunKey:
@@ -144,16 +176,16 @@ def _write_metadata(wr: WarehouseRoot, key: RunKey, run: RunRecord,
     size = 0
     for table, data in tables.items():
         size += write_table_file(stage, table, RUN_FILES[table], data)
+    placed = []
     for table in (RUN_CONFIG, RUN_SUMMARY, RUNS):
         stage.place(table, RUN_FILES[table], f"{wr.run_dir(table, key)}/{RUN_FILES[table]}")
-    return MetadataResult(len(config), len(summary), size, exported_at)
+        placed.append(f"{table}/{RUN_FILES[table]}")
+    return MetadataResult(len(config), len(summary), size, exported_at, tuple(placed))
 
 
-def delete_run(root: Root, entity: str, project: str, run_id: str, *,
-               filesystem: pafs.FileSystem | None = None) -> None:
+def delete_run(root: Root, key: RunKey, *, filesystem: pafs.FileSystem | None = None) -> None:
     """Remove every file of a run (e.g. deleted in W&B): its row first, then its series."""
     wr = WarehouseRoot.parse(root, filesystem)
-    key = RunKey(entity, project, run_id)
     with run_lock(wr, key):
         for table in (RUNS, RUN_CONFIG, RUN_SUMMARY):
             delete_file(wr.fs, f"{wr.run_dir(table, key)}/{RUN_FILES[table]}")

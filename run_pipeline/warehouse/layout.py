@@ -75,11 +75,18 @@ def partition_component(key: str, value: str) -> str:
 
 @dataclass(frozen=True)
 class RunKey:
-    """One run's identity; its partition directories are derived from it."""
+    """One W&B run's identity, the same in every layer: the warehouse derives its partition
+    directories from it, the exporter and the pool name runs by it, and the Dagster partition
+    key is its encoding (`defs/partitions.py`)."""
 
     entity: str
     project: str
     run_id: str
+
+    @property
+    def path(self) -> str:
+        """`entity/project/run_id`, for messages (not parsed back: names may hold "/")."""
+        return f"{self.entity}/{self.project}/{self.run_id}"
 
     def token(self) -> str:
         """A short, path-safe name unique to this run."""

@@ -1,10 +1,11 @@
 """Export one run's series (history or system metrics): decide full or incremental, stream the
-batches into staged parts, align their types with the run, and commit."""
+batches into staged parts, align their types with the run, and commit; report what was written,
+with the repeated steps and the last rows seen on the way (no second read of the files)."""
 
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -29,6 +30,8 @@ HistorySource = Callable[[int], Iterable[pa.RecordBatch]] | Iterable[pa.RecordBa
 SystemSource = Callable[[], Iterable[pa.RecordBatch]] | Iterable[pa.RecordBatch]
 
 FULL, INCREMENTAL, UNCHANGED = "full", "incremental", "unchanged"
+#: Rows of a series its result carries as `last_rows`.
+LAST_ROWS = 5
 
 
 @dataclass(frozen=True)
@@ -43,6 +46,52 @@ class SeriesResult:
     parts: int
     bytes: int
     path: str
+    #: Committed rows whose `_step` equals the previous row's (W&B allows repeats; they are kept).
+    repeated_steps: int = 0
+    #: The last rows this export wrote (at most `LAST_ROWS`, columns named by logged key); None
+    #: when it wrote none (an unchanged history).
+    last_rows: pa.Table | None = field(default=None, compare=False, repr=False)
+
+
+class _Seen:
+    """What a series export saw of the rows it wrote: how many repeat the step before them
+    (steps arrive in ascending order, so a repeat always follows its twin) and the last rows."""
+
+    def __init__(self, ordered: bool, after_step: int | None = None):
+        self.ordered = ordered
+        self.repeated_steps = 0
+        self._last_step = after_step
+        self._tail: list[pa.RecordBatch] = []
+
+    def add_steps(self, steps: pa.Array | pa.ChunkedArray) -> None:
+        n = len(steps)
+        if not (self.ordered and n):
+            return
+        if n > 1:
+            self.repeated_steps += pc.sum(pc.equal(steps[1:], steps[:-1])).as_py() or 0
+        if self._last_step is not None and steps[0].as_py() == self._last_step:
+            self.repeated_steps += 1
+        self._last_step = steps[n - 1].as_py()
+
+    def add(self, batch: pa.RecordBatch) -> None:
+        if not batch.num_rows:
+            return
+        if self.ordered:
+            self.add_steps(batch.column(batch.schema.get_field_index(STEP)))
+        # Zero-copy slices: at most the last few batches stay referenced.
+        self._tail.append(batch.slice(max(0, batch.num_rows - LAST_ROWS)))
+        while sum(b.num_rows for b in self._tail[1:]) >= LAST_ROWS:
+            self._tail.pop(0)
+
+    def last_rows(self) -> pa.Table | None:
+        if not self._tail:
+            return None
+        tables = [pa.Table.from_batches([b]) for b in self._tail]
+        try:
+            table = pa.concat_tables(tables, promote_options="permissive")
+        except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError):
+            table = tables[-1]  # a key typed differently across the last batches: the last batch alone
+        return table.slice(max(0, table.num_rows - LAST_ROWS))
 
 
 def export_series(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, stage: Stage, *,
@@ -85,7 +134,7 @@ def _export(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, stage: S
     path = root.location(root.run_dir(spec.table, run))
     if mode == UNCHANGED:
         return SeriesResult(UNCHANGED, 0, state.rows, state.last_step, len(state.columns),
-                            len(state.parts), state.bytes, path)
+                            len(state.parts), state.bytes, path, _committed_repeats(root, spec, run, state))
 
     previous = state if mode == INCREMENTAL else None
     if previous is not None:
@@ -99,9 +148,11 @@ def _export(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, stage: S
         first_seq, min_step = 0, 0
     stream = PartStream(spec, stage, namer, generation, first_seq,
                         after_step=previous.last_step if previous is not None else None)
+    seen = _Seen(spec.ordered, previous.last_step if previous is not None else None)
     try:
         for batch in _batches(source, spec, min_step, previous is not None):
             stream.add_batch(batch)
+            seen.add(batch)
         new_parts = stream.close()
     except BaseException:
         stream.abort()
@@ -135,9 +186,23 @@ def _export(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, stage: S
     columns = [(key, physical, final[physical]) for key, physical in namer.columns.items() if physical in final]
     rows = sum(p.rows for p in parts)
     last_step = max((p.last for p in parts if p.last is not None), default=-1)
-    new_state = RunState(spec.table, generation, parts, columns, rows, last_step)
+    repeated = seen.repeated_steps + (_committed_repeats(root, spec, run, previous) if previous is not None else 0)
+    new_state = RunState(spec.table, generation, parts, columns, rows, last_step, repeated_steps=repeated)
     commit(root, stage, spec, run, state if consistent else None, listing, new_state)
-    return SeriesResult(mode, rows_written, rows, last_step, len(columns), len(parts), new_state.bytes, path)
+    return SeriesResult(mode, rows_written, rows, last_step, len(columns), len(parts), new_state.bytes, path,
+                        repeated, seen.last_rows())
+
+
+def _committed_repeats(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, state: RunState) -> int:
+    """Repeated steps of a committed series: from its manifest, or, for a manifest written before
+    they were recorded, counted once from the committed parts' `_step` columns."""
+    if state.repeated_steps is not None or not spec.ordered:
+        return state.repeated_steps or 0
+    seen = _Seen(ordered=True)
+    for part in state.parts:
+        with root.fs.open_input_file(f"{root.run_dir(spec.table, run)}/{part.name}") as f:
+            seen.add_steps(pq.read_table(f, columns=[STEP]).column(STEP).combine_chunks())
+    return seen.repeated_steps
 
 
 def _align(spec: SeriesSpec, part: PartInfo, final: dict[str, str], stage: Stage,

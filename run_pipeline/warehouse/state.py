@@ -56,6 +56,9 @@ class RunState:
     last_step: int = -1
     exported_at: str = ""
     format: int = FORMAT
+    #: Rows whose `_step` equals the previous row's (W&B allows repeats); None in manifests
+    #: written before it was recorded.
+    repeated_steps: int | None = None
 
     @property
     def types(self) -> dict[str, str]:
@@ -68,6 +71,7 @@ class RunState:
     def to_json(self) -> dict[str, Any]:
         return {"format": self.format, "table": self.table, "generation": self.generation,
                 "rows": self.rows, "last_step": self.last_step, "exported_at": self.exported_at,
+                "repeated_steps": self.repeated_steps,
                 "columns": [list(c) for c in self.columns], "parts": [p.to_json() for p in self.parts]}
 
     @classmethod
@@ -76,7 +80,8 @@ class RunState:
                    parts=[PartInfo.from_json(p) for p in d["parts"]],
                    columns=[(k, p, t) for k, p, t in d["columns"]], rows=int(d["rows"]),
                    last_step=int(d["last_step"]), exported_at=d.get("exported_at", ""),
-                   format=int(d["format"]))
+                   format=int(d["format"]),
+                   repeated_steps=None if d.get("repeated_steps") is None else int(d["repeated_steps"]))
 
 
 def read_state(root: WarehouseRoot, table: str, run: RunKey) -> RunState | None:

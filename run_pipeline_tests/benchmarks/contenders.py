@@ -93,11 +93,11 @@ def run_pipeline(spec: dict[str, Any]) -> dict[str, Any]:
     export_seconds = time.perf_counter() - start
     warehouse.refresh_catalog()
     seconds = time.perf_counter() - start
-    failed = {o.target.ref.path: o.error for o in outcomes if o.result is None}
+    failed = {o.target.key.path: o.error for o in outcomes if o.result is None}
     if failed:
         raise RuntimeError(f"{len(failed)} runs failed: {failed}")
     results = [o.result for o in outcomes]
-    bad = [r.ref.path for r in results if not r.reconciled]
+    bad = [r.key.path for r in results if not r.reconciled]
     return {"seconds": seconds, "export_seconds": export_seconds,
             "rows": sum(r.history_rows_written for r in results), "runs": len(results),
             "modes": sorted({r.mode for r in results}), "unreconciled": bad}

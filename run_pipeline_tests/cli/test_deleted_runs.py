@@ -11,8 +11,9 @@ from datetime import datetime, timedelta, timezone
 import dagster as dg
 import duckdb
 
-from run_pipeline.export import RunRef
+from run_pipeline.defs.partitions import encode_partition_key
 from run_pipeline.settings import RUNS_PARTITIONS
+from run_pipeline.warehouse import RunKey
 
 CLI = [sys.executable, "-m", "run_pipeline.cli"]
 PROJECT = "rl-agents"
@@ -54,7 +55,7 @@ def test_a_deleted_run_keeps_its_rows_marked_then_prune_removes_it(emulator, tmp
     home = tmp_path / "dagster_home"
     home.mkdir()
     (home / "dagster.yaml").write_text("telemetry:\n  enabled: false\n")
-    keys = [RunRef("demo", PROJECT, victim).partition_key, RunRef("demo", PROJECT, "kept0001").partition_key]
+    keys = [encode_partition_key(RunKey("demo", PROJECT, run_id)) for run_id in (victim, "kept0001")]
     with dg.DagsterInstance.from_config(str(home)) as instance:
         instance.add_dynamic_partitions(RUNS_PARTITIONS, keys)
 

@@ -12,9 +12,9 @@ import pyarrow.parquet as pq
 import pytest
 
 from run_pipeline.client import Api
+from run_pipeline.discovery import discover_runs
 from run_pipeline.emulator.messy import generate_shaped_run
 from run_pipeline.emulator.server import EmulatorServer
-from run_pipeline.discovery import discover_runs
 from run_pipeline.pool import export_runs
 from run_pipeline.warehouse import Warehouse
 from run_pipeline_tests.reliability.digest import explain_difference, warehouse_digest
@@ -50,8 +50,8 @@ def test_messy_run_parquet_and_live_exports_are_identical(messy_server, tmp_path
     store = messy_server.store
     assert all(store.served_from_parquet(store.require_run("e", p, r))
                for p, r in (("messy", "messrun1"), ("wide", "widerun1")))
-    assert {r.history_rows_written for r in live if "messy" in r.ref.path} == {STEPS}
-    assert {r.history_rows_written for r in parquet if "messy" in r.ref.path} == {STEPS}
+    assert {r.history_rows_written for r in live if "messy" in r.key.path} == {STEPS}
+    assert {r.history_rows_written for r in parquet if "messy" in r.key.path} == {STEPS}
     a, b = warehouse_digest(tmp_path / "live"), warehouse_digest(tmp_path / "parquet")
     assert a == b, explain_difference(tmp_path / "live", tmp_path / "parquet")
 

@@ -7,8 +7,8 @@ from __future__ import annotations
 import pytest
 
 from run_pipeline.client import Api
-from run_pipeline.export import Exporter, RunRef
-from run_pipeline.warehouse import Warehouse
+from run_pipeline.export import Exporter
+from run_pipeline.warehouse import RunKey, Warehouse
 
 from ..reliability.digest import explain_difference, warehouse_digest
 from .conftest import norm, wait_for_parquet
@@ -78,18 +78,18 @@ def test_a_run_exported_live_then_served_as_parquet_exports_the_same_rows(emulat
         emulator.set_parquet_mode("live")
         live = Exporter(api, Warehouse(tmp_path / "live"))
         for d in runs:
-            live.export_run(RunRef(d.entity, d.project, d.run_id))
+            live.export_run(RunKey(d.entity, d.project, d.run_id))
         live.warehouse.refresh_catalog()
         # Hours later W&B serves the same runs as exported Parquet: the incremental export has
         # nothing to fetch, and a full export from Parquet lands the same rows.
         emulator.set_parquet_mode("parquet")
         downloads = count_downloads(api)
         for d in runs:
-            assert live.export_run(RunRef(d.entity, d.project, d.run_id)).mode == "unchanged"
+            assert live.export_run(RunKey(d.entity, d.project, d.run_id)).mode == "unchanged"
         assert downloads == []
         parquet = Exporter(api, Warehouse(tmp_path / "parquet"))
         for d in runs:
-            assert parquet.export_run(RunRef(d.entity, d.project, d.run_id), full=True).mode == "full"
+            assert parquet.export_run(RunKey(d.entity, d.project, d.run_id), full=True).mode == "full"
         parquet.warehouse.refresh_catalog()
     assert warehouse_digest(tmp_path / "live") == warehouse_digest(tmp_path / "parquet"), \
         explain_difference(tmp_path / "live", tmp_path / "parquet")
@@ -97,7 +97,7 @@ def test_a_run_exported_live_then_served_as_parquet_exports_the_same_rows(emulat
 
 def test_a_running_run_exported_live_then_finished_as_parquet_has_no_gap_or_duplicate(emulator, dataset, tmp_path):
     d = next(d for d in dataset if d.meta["state"] == "running" and d.history())
-    ref = RunRef(d.entity, d.project, d.run_id)
+    ref = RunKey(d.entity, d.project, d.run_id)
     last = emulator.store.get_run(*ref.path.split("/")).history.last_step
     with Api(api_key=emulator.api_key, base_url=emulator.base_url, environ={}) as api:
         exporter = Exporter(api, Warehouse(tmp_path / "wh"))

@@ -5,11 +5,12 @@ from __future__ import annotations
 import pytest
 
 from run_pipeline.defs.batching import BLOCK_TAG, batch_requests, requested_partitions
-from run_pipeline.defs.partitions import RunRef
+from run_pipeline.defs.partitions import encode_partition_key
+from run_pipeline.warehouse import RunKey
 
 
 def keys(n: int, project: str = "p") -> list[str]:
-    return [RunRef("e", project, f"r{i:05d}").partition_key for i in range(n)]
+    return [encode_partition_key(RunKey("e", project, f"r{i:05d}")) for i in range(n)]
 
 
 def test_three_thousand_finished_runs_make_a_bounded_number_of_dagster_runs():

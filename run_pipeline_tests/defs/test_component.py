@@ -19,9 +19,9 @@ import yaml
 from run_pipeline.client import Api
 from run_pipeline.defs.batching import requested_partitions
 from run_pipeline.defs.component import WandbExportComponent, WandbExportScaffolder, WandbScaffoldParams
-from run_pipeline.defs.partitions import wandb_runs_partitions
-from run_pipeline.emulator.sample import generate
+from run_pipeline.defs.partitions import encode_partition_key, wandb_runs_partitions
 from run_pipeline.discovery import discover_runs
+from run_pipeline.emulator.sample import generate
 from run_pipeline.pool import export_runs
 from run_pipeline.settings import BACKFILL_PARTITIONS_PER_RUN, TERMINAL_STATES
 from run_pipeline.warehouse import Warehouse
@@ -101,7 +101,7 @@ def test_scaffolded_component_exports_ticks_and_backfills(emulator, tmp_path, mo
     with Api(api_key=emulator.api_key, base_url=emulator.base_url) as api:
         projects = [("demo", "image-classification"), ("demo", "rl-agents"), ("lab", "image-classification")]
         every = [r for e, p in projects for r in discover_runs(api, e, p)]
-    finished = {r.ref.partition_key for r in every if r.state in TERMINAL_STATES}
+    finished = {encode_partition_key(r.key) for r in every if r.state in TERMINAL_STATES}
     assert set(order) == finished  # three projects of two entities in one tick
     assert len(tick.run_requests) < len(finished)  # batched
     requested = [k for r in tick.run_requests for k in requested_partitions(r, order)]
@@ -119,7 +119,7 @@ def test_scaffolded_component_exports_ticks_and_backfills(emulator, tmp_path, mo
     for request in found.dynamic_partitions_requests:
         instance.add_dynamic_partitions(wandb_runs_partitions.name, list(request.partition_keys))
     order = list(instance.get_dynamic_partitions(wandb_runs_partitions.name))
-    assert set(order) == {r.ref.partition_key for r in every}
+    assert set(order) == {encode_partition_key(r.key) for r in every}
     for i in range(0, len(order), BACKFILL_PARTITIONS_PER_RUN):
         chunk = order[i:i + BACKFILL_PARTITIONS_PER_RUN]
         result = job.execute_in_process(instance=instance, tags={

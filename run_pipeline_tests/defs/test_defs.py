@@ -10,12 +10,12 @@ import pytest
 
 from run_pipeline.defs.assets import wandb_catalog, wandb_run_tables
 from run_pipeline.defs.batching import requested_partitions
-from run_pipeline.defs.partitions import wandb_runs_partitions
+from run_pipeline.defs.partitions import decode_partition_key, encode_partition_key, wandb_runs_partitions
 from run_pipeline.defs.resources import WandbResource, WarehouseResource
 from run_pipeline.defs.schedules import build_nightly_schedule
 from run_pipeline.defs.sensors import wandb_finished_runs_sensor
-from run_pipeline.export import RunRef
 from run_pipeline.settings import NIGHTLY_CRON
+from run_pipeline.warehouse import RunKey
 
 PROJECT = "image-classification"
 
@@ -49,7 +49,7 @@ def materialize(keys, resources, instance):
 def test_materialize_partitions_then_catalog(emulator, resources, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     runs = disk_runs(emulator)
-    keys = [RunRef("demo", PROJECT, rid).partition_key for rid in list(runs)[:4]]
+    keys = [encode_partition_key(RunKey("demo", PROJECT, rid)) for rid in list(runs)[:4]]
     results = materialize(keys, resources, instance)
     assert all(r.success for r in results)
     checks = [e for r in results for e in r.get_asset_check_evaluations()]
@@ -70,7 +70,7 @@ def test_materialize_partitions_then_catalog(emulator, resources, tmp_path):
 def test_incremental_export_after_run_grows(emulator, resources, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     run_id, meta = next((rid, m) for rid, m in disk_runs(emulator).items() if m["state"] == "running")
-    key = RunRef("demo", PROJECT, run_id).partition_key
+    key = encode_partition_key(RunKey("demo", PROJECT, run_id))
     materialize([key], resources, instance)
     before = disk_rows(emulator, run_id)
     last = emulator.store.get_run("demo", PROJECT, run_id).history.last_step
@@ -84,7 +84,7 @@ def test_incremental_export_after_run_grows(emulator, resources, tmp_path):
 def test_missing_run_is_recorded_as_deleted_with_its_name(emulator, resources):
     # W&B deletes softly: a partition whose run the server no longer has is not a failure.
     instance = dg.DagsterInstance.ephemeral()
-    key = RunRef("demo", PROJECT, "gone1234").partition_key
+    key = encode_partition_key(RunKey("demo", PROJECT, "gone1234"))
     instance.add_dynamic_partitions(wandb_runs_partitions.name, [key])
     result = dg.materialize([wandb_run_tables], partition_key=key, resources=resources, instance=instance,
                             raise_on_error=False)
@@ -101,7 +101,7 @@ def test_sensor_requests_finished_runs_once(emulator, resources):
     result = wandb_finished_runs_sensor(ctx)
     added = result.dynamic_partitions_requests[0].partition_keys
     requested = [k for r in result.run_requests for k in requested_partitions(r, list(added))]
-    assert {RunRef.from_partition_key(k).run_id for k in requested} == finished
+    assert {decode_partition_key(k).run_id for k in requested} == finished
     assert sorted(added) == sorted(requested)
     instance.add_dynamic_partitions(wandb_runs_partitions.name, list(added))
     # A run that finishes later is picked up on the next tick; the others are not requested again
@@ -111,8 +111,9 @@ def test_sensor_requests_finished_runs_once(emulator, resources):
     ctx2 = dg.build_sensor_context(instance=instance, resources=resources, cursor=result.cursor)
     result2 = wandb_finished_runs_sensor(ctx2)
     new_keys = {r.run_key for r in result2.run_requests} - {r.run_key for r in result.run_requests}
-    assert [RunRef.from_partition_key(k.split("@")[0]).run_id for k in new_keys] == [running]
-    assert result2.dynamic_partitions_requests[0].partition_keys == [RunRef("demo", PROJECT, running).partition_key]
+    assert [decode_partition_key(k.split("@")[0]).run_id for k in new_keys] == [running]
+    assert result2.dynamic_partitions_requests[0].partition_keys == [
+        encode_partition_key(RunKey("demo", PROJECT, running))]
 
 
 def test_schedule_requests_runs_changed_since_their_export(emulator, resources):
@@ -130,7 +131,7 @@ def test_schedule_requests_runs_changed_since_their_export(emulator, resources):
                 return result if isinstance(result, dg.SkipReason) else list(result)
 
         first = tick()
-        assert {RunRef.from_partition_key(r.partition_key).run_id for r in first} == set(runs)
+        assert {decode_partition_key(r.partition_key).run_id for r in first} == set(runs)
         assert set(instance.get_dynamic_partitions(wandb_runs_partitions.name)) == {r.partition_key for r in first}
         for r in first:
             dg.materialize([wandb_run_tables], partition_key=r.partition_key, resources=resources, instance=instance)
@@ -138,22 +139,33 @@ def test_schedule_requests_runs_changed_since_their_export(emulator, resources):
         run_id = next(iter(runs))
         emulator.store.append_history("demo", PROJECT, run_id, [{"_step": 10**6, "late": 1.0}])
         again = tick()
-        assert [RunRef.from_partition_key(r.partition_key).run_id for r in again] == [run_id]
+        assert [decode_partition_key(r.partition_key).run_id for r in again] == [run_id]
 
 
 def test_partition_keys_round_trip_hostile_names():
     for parts in [("demo", "p", "abc"), ("e/x", "p,q|r", "[a]..."), ("ünï", "100%", "a b")]:
-        ref = RunRef(*parts)
-        key = ref.partition_key
+        ref = RunKey(*parts)
+        key = encode_partition_key(ref)
         assert key.count("/") == 2 and not set(key) & set("|,[]") and "..." not in key
-        assert RunRef.from_partition_key(key) == ref
+        assert decode_partition_key(key) == ref
+
+
+def test_partition_keys_are_spelled_as_existing_instances_hold_them():
+    """Dagster instances keep the keys they were given: the encoding never changes."""
+    spelled = {("demo", "proj", "abc123"): "demo/proj/abc123",
+               ("a/b", "p|q,r", "[x]...y%z"): "a%2Fb/p%7Cq%2Cr/%5Bx%5D%2E%2E%2Ey%25z",
+               ("ünï", "sp ace", "tab\there"): "ünï/sp ace/tab%09here",
+               ("e", "..", "...."): "e/../%2E%2E%2E."}
+    for parts, key in spelled.items():
+        assert encode_partition_key(RunKey(*parts)) == key
+        assert decode_partition_key(key) == RunKey(*parts)
 
 
 def test_grouped_partitions_report_batch_totals_and_per_run_rows(emulator, resources):
     """A backfill run covering several partitions exports each and labels figures as batch totals."""
     instance = dg.DagsterInstance.ephemeral()
     runs = list(disk_runs(emulator))[:3]
-    keys = [RunRef("demo", PROJECT, rid).partition_key for rid in runs]
+    keys = [encode_partition_key(RunKey("demo", PROJECT, rid)) for rid in runs]
     instance.add_dynamic_partitions(wandb_runs_partitions.name, keys)
     job = dg.Definitions(assets=[wandb_run_tables], resources=resources).resolve_implicit_global_asset_job_def()
     result = job.execute_in_process(instance=instance, tags={
@@ -172,7 +184,7 @@ def test_a_backfill_batch_of_partitions_is_exported_by_a_pool_of_processes(emula
     project = "rl-agents"
     rids = list(disk_runs(emulator, project))
     assert len(rids) >= 8
-    keys = [RunRef("demo", project, rid).partition_key for rid in rids]
+    keys = [encode_partition_key(RunKey("demo", project, rid)) for rid in rids]
     instance = dg.DagsterInstance.ephemeral()
     instance.add_dynamic_partitions(wandb_runs_partitions.name, keys)
     result = dg.materialize([wandb_run_tables], resources=resources, instance=instance, tags={

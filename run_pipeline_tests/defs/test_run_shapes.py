@@ -13,12 +13,11 @@ import dagster as dg
 import pytest
 
 from run_pipeline.defs.assets import wandb_run_tables
-from run_pipeline.defs.partitions import wandb_runs_partitions
+from run_pipeline.defs.partitions import encode_partition_key, wandb_runs_partitions
 from run_pipeline.defs.resources import WandbResource, WarehouseResource
 from run_pipeline.emulator.hostile import ENTITY, SQL_ENTITY, TOO_LONG_RUN_ID, generate_hostile
 from run_pipeline.emulator.server import EmulatorServer
-from run_pipeline.export import RunRef
-from run_pipeline.warehouse import Warehouse
+from run_pipeline.warehouse import RunKey, Warehouse
 
 from ..conftest import TEST_API_KEY
 from ..reliability import reconcile as rc
@@ -60,12 +59,12 @@ def resources(server, root: Path) -> dict:
             "warehouse": WarehouseResource(root=str(root))}
 
 
-def all_refs(corpus) -> list[RunRef]:
-    refs = [RunRef(r.entity, r.project, r.run_id) for r in corpus.runs if r.refused is None]
-    return refs + [RunRef(ENTITY, SHAPES, rid) for rid in ("sysonly1", "crashed0", "full0001")]
+def all_refs(corpus) -> list[RunKey]:
+    refs = [RunKey(r.entity, r.project, r.run_id) for r in corpus.runs if r.refused is None]
+    return refs + [RunKey(ENTITY, SHAPES, rid) for rid in ("sysonly1", "crashed0", "full0001")]
 
 
-def source_lines(corpus, ref: RunRef, name: str) -> int:
+def source_lines(corpus, ref: RunKey, name: str) -> int:
     path = corpus.root / ref.entity / ref.project / ref.run_id / name
     return sum(1 for line in path.read_text(encoding="utf-8").splitlines() if line.strip()) if path.exists() else 0
 
@@ -73,12 +72,12 @@ def source_lines(corpus, ref: RunRef, name: str) -> int:
 def test_every_shape_materializes_with_checks_and_metadata(corpus, server, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     refs = all_refs(corpus)
-    instance.add_dynamic_partitions(wandb_runs_partitions.name, [r.partition_key for r in refs])
+    instance.add_dynamic_partitions(wandb_runs_partitions.name, [encode_partition_key(r) for r in refs])
     res = {**resources(server, tmp_path / "wh"),
            "wandb": WandbResource(base_url=server.base_url, api_key=server.api_key)}
     repeated = {(ENTITY, "keys", "steps001")}
     for ref in refs:
-        result = dg.materialize([wandb_run_tables], partition_key=ref.partition_key, resources=res,
+        result = dg.materialize([wandb_run_tables], partition_key=encode_partition_key(ref), resources=res,
                                 instance=instance, raise_on_error=False)
         assert result.success, ref
         checks = {c.check_name: c.passed for c in result.get_asset_check_evaluations()}
@@ -111,9 +110,9 @@ def test_every_shape_materializes_with_checks_and_metadata(corpus, server, tmp_p
 
 def test_one_unstorable_run_fails_alone_and_the_rest_of_its_batch_lands(corpus, server, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
-    batch = [RunRef(ENTITY, "keys", "empty001"), RunRef(ENTITY, "long", TOO_LONG_RUN_ID),
-             RunRef(ENTITY, "keys", "steps001"), RunRef(ENTITY, SHAPES, "sysonly1")]
-    keys = [r.partition_key for r in batch]
+    batch = [RunKey(ENTITY, "keys", "empty001"), RunKey(ENTITY, "long", TOO_LONG_RUN_ID),
+             RunKey(ENTITY, "keys", "steps001"), RunKey(ENTITY, SHAPES, "sysonly1")]
+    keys = [encode_partition_key(r) for r in batch]
     instance.add_dynamic_partitions(wandb_runs_partitions.name, keys)
     res = {**resources(server, tmp_path / "wh"),
            "wandb": WandbResource(base_url=server.base_url, api_key=server.api_key)}
@@ -146,12 +145,12 @@ def test_one_unstorable_run_fails_alone_and_the_rest_of_its_batch_lands(corpus, 
 
 def test_a_run_the_server_no_longer_has_is_recorded_deleted_not_failed(corpus, server, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
-    gone = RunRef(SQL_ENTITY, "x", "gone1234")
-    instance.add_dynamic_partitions(wandb_runs_partitions.name, [gone.partition_key])
+    gone = RunKey(SQL_ENTITY, "x", "gone1234")
+    instance.add_dynamic_partitions(wandb_runs_partitions.name, [encode_partition_key(gone)])
     res = {**resources(server, tmp_path / "wh"),
            "wandb": WandbResource(base_url=server.base_url, api_key=server.api_key)}
-    result = dg.materialize([wandb_run_tables], partition_key=gone.partition_key, resources=res, instance=instance,
-                            raise_on_error=False)
+    result = dg.materialize([wandb_run_tables], partition_key=encode_partition_key(gone), resources=res,
+                            instance=instance, raise_on_error=False)
     assert result.success
     md = {m.asset_key.to_user_string(): m.metadata for m in result.asset_materializations_for_node("wandb_run_tables")}
     assert md["wandb_runs"]["deleted_on_server"].value == [gone.path]

@@ -12,10 +12,9 @@ import dagster as dg
 import pytest
 
 from run_pipeline.defs.batching import requested_partitions
-from run_pipeline.defs.partitions import wandb_runs_partitions
+from run_pipeline.defs.partitions import decode_partition_key, wandb_runs_partitions
 from run_pipeline.defs.resources import WandbResource
 from run_pipeline.defs.sensors import looked_back, wandb_finished_runs_sensor, wandb_runs_discovery_sensor
-from run_pipeline.export import RunRef
 from run_pipeline.settings import SENSOR_LOOKBACK_SECONDS, TERMINAL_STATES
 
 PROJECT = "image-classification"
@@ -40,7 +39,7 @@ def order_after(instance, result) -> list[str]:
 
 def run_ids(result) -> list[str]:
     """The W&B runs the tick's run requests export (a batch is a partition range)."""
-    return sorted(RunRef.from_partition_key(k).run_id for r in result.run_requests
+    return sorted(decode_partition_key(k).run_id for r in result.run_requests
                   for k in requested_partitions(r, result.order))
 
 
@@ -119,14 +118,14 @@ def test_discovery_registers_every_run_before_any_export(emulator, wandb):
     every = sorted(r.run_id for r in emulator.store.project_runs("demo", PROJECT))
     assert not first.run_requests
     keys = first.dynamic_partitions_requests[0].partition_keys
-    assert sorted(RunRef.from_partition_key(k).run_id for k in keys) == every  # running ones too
+    assert sorted(decode_partition_key(k).run_id for k in keys) == every  # running ones too
     instance.add_dynamic_partitions(wandb_runs_partitions.name, list(keys))
     second = tick(wandb_runs_discovery_sensor, instance, wandb, first.cursor)
     assert not second.dynamic_partitions_requests
     emulator.store.create_run("demo", PROJECT, "new00001")
     after_index_lag(emulator)
     third = tick(wandb_runs_discovery_sensor, instance, wandb, second.cursor)
-    assert [RunRef.from_partition_key(k).run_id for k in third.dynamic_partitions_requests[0].partition_keys] \
+    assert [decode_partition_key(k).run_id for k in third.dynamic_partitions_requests[0].partition_keys] \
         == ["new00001"]
 
 
@@ -140,7 +139,7 @@ def test_the_schedule_marks_a_deleted_run_and_unmarks_it_once_restored(emulator,
     from run_pipeline.defs.resources import WarehouseResource
     from run_pipeline.defs.schedules import build_nightly_schedule
     from run_pipeline.settings import NIGHTLY_CRON
-    from run_pipeline.warehouse import Warehouse
+    from run_pipeline.warehouse import RunKey, Warehouse
 
     resources = {"wandb": wandb, "warehouse": WarehouseResource(root=str(tmp_path / "wh"))}
     schedule = build_nightly_schedule(NIGHTLY_CRON, "UTC")
@@ -162,13 +161,13 @@ def test_the_schedule_marks_a_deleted_run_and_unmarks_it_once_restored(emulator,
         victim = runs_by_state(emulator, ("finished",))[0]
         emulator.store.delete_run(emulator.store.require_run("demo", PROJECT, victim))
         gone = tick()
-        assert [RunRef.from_partition_key(k).run_id for r in gone for k in [r.partition_key]] == [victim]
+        assert [decode_partition_key(k).run_id for r in gone for k in [r.partition_key]] == [victim]
         materialize(gone)  # the export finds it gone: recorded, not failed
         wh = Warehouse(tmp_path / "wh")
-        assert wh.deleted_at("demo", PROJECT, victim) is not None
+        assert wh.deleted_at(RunKey("demo", PROJECT, victim)) is not None
         assert tick() == []  # marked once; no request every night
         emulator.store.restore_run("demo", PROJECT, victim)
         back = tick()
-        assert [RunRef.from_partition_key(k).run_id for r in back for k in [r.partition_key]] == [victim]
+        assert [decode_partition_key(k).run_id for r in back for k in [r.partition_key]] == [victim]
         materialize(back)
-        assert wh.deleted_at("demo", PROJECT, victim) is None
+        assert wh.deleted_at(RunKey("demo", PROJECT, victim)) is None

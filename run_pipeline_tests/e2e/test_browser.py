@@ -12,9 +12,10 @@ from pathlib import Path
 
 import pytest
 
+from run_pipeline.defs.partitions import encode_partition_key
 from run_pipeline.emulator.sample import generate
 from run_pipeline.emulator.server import EmulatorServer
-from run_pipeline.export import RunRef
+from run_pipeline.warehouse import RunKey
 
 from .dagster_dev import dagster_dev, pipeline_env
 
@@ -76,7 +77,7 @@ def test_backfill_from_the_dagster_ui(small_dataset, tmp_path):
     expect.set_options(timeout=UI_TIMEOUT_MS)  # the UI polls; a cold webserver answers slowly
 
     run_ids = sorted(p.name for p in (small_dataset / ENTITY / PROJECT).iterdir())
-    keys = [RunRef(ENTITY, PROJECT, rid).partition_key for rid in run_ids]
+    keys = [encode_partition_key(RunKey(ENTITY, PROJECT, rid)) for rid in run_ids]
     chosen = keys[:3]
 
     with EmulatorServer(small_dataset, api_key="ui" + "4" * 38) as emulator, \

@@ -11,9 +11,10 @@ from pathlib import Path
 import duckdb
 import pytest
 
+from run_pipeline.defs.partitions import encode_partition_key
 from run_pipeline.emulator.sample import generate
 from run_pipeline.emulator.server import EmulatorServer
-from run_pipeline.export import RunRef
+from run_pipeline.warehouse import RunKey
 
 from .dagster_dev import DagsterDev, dagster_dev, pipeline_env
 
@@ -42,7 +43,7 @@ def dataset_runs(dataset: Path) -> dict[str, dict]:
 
 
 def key(run_id: str) -> str:
-    return RunRef(ENTITY, PROJECT, run_id).partition_key
+    return encode_partition_key(RunKey(ENTITY, PROJECT, run_id))
 
 
 def wait_runs_succeed(dev: DagsterDev, what: str, run_filter: dict, expected: int, timeout: float) -> list[dict]:

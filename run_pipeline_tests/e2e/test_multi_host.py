@@ -23,7 +23,7 @@ import yaml
 
 from run_pipeline.client import Api
 from run_pipeline.defs.batching import BLOCK_TAG, RANGE_END_TAG, RANGE_START_TAG
-from run_pipeline.defs.partitions import wandb_runs_partitions
+from run_pipeline.defs.partitions import encode_partition_key, wandb_runs_partitions
 from run_pipeline.discovery import discover_runs
 from run_pipeline.pool import export_runs
 from run_pipeline.settings import TERMINAL_STATES
@@ -107,8 +107,8 @@ def test_two_hosts_export_overlapping_runs_into_one_s3_warehouse(emulator, tmp_p
             }))
             with Api(api_key=emulator.api_key, base_url=emulator.base_url) as api:
                 runs = discover_runs(api, "demo", PROJECT)
-            order = sorted(r.ref.partition_key for r in runs)
-            finished = {r.ref.partition_key for r in runs if r.state in TERMINAL_STATES}
+            order = sorted(encode_partition_key(r.key) for r in runs)
+            finished = {encode_partition_key(r.key) for r in runs if r.state in TERMINAL_STATES}
             with dg.DagsterInstance.from_config(str(home)) as instance:
                 # Registered up front, as the discovery sensor does, so both hosts see one order.
                 instance.add_dynamic_partitions(wandb_runs_partitions.name, order)
@@ -181,7 +181,7 @@ def test_two_hosts_export_overlapping_runs_into_one_s3_warehouse(emulator, tmp_p
                         destination_filesystem=pafs.LocalFileSystem())
         Warehouse(str(mirror)).refresh_catalog()
         single = tmp_path / "single"
-        by_key = {r.ref.partition_key: r for r in runs}
+        by_key = {encode_partition_key(r.key): r for r in runs}
         with Api(api_key=emulator.api_key, base_url=emulator.base_url) as api:
             assert all(o.result for o in export_runs(api, Warehouse(str(single)), [by_key[k] for k in exported]))
         Warehouse(str(single)).refresh_catalog()

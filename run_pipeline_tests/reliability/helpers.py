@@ -71,4 +71,4 @@ def export_with_api(base_url: str, api_key: str, root: Path, projects, *, retry:
             for future in [pool.submit(exporter.export_run, f.run) for f in found]:
                 future.result()
         exporter.warehouse.refresh_catalog()
-    return sorted(f.ref.path for f in found)
+    return sorted(f.key.path for f in found)

@@ -101,7 +101,8 @@ def test_one_run_with_bad_metadata_fails_alone_and_deep_odd_configs_are_stored(e
 
 def test_a_lone_surrogate_in_a_history_key_or_value_is_stored(emulator, tmp_path):
     from run_pipeline.client import Api
-    from run_pipeline.export import Exporter, RunRef
+    from run_pipeline.export import Exporter
+    from run_pipeline.warehouse import RunKey
 
     run_id = dataset_run_ids(emulator.dataset_dir, PROJECT)[0]
     history = emulator.dataset_dir / ENTITY / PROJECT / run_id / "history.jsonl"
@@ -111,7 +112,7 @@ def test_a_lone_surrogate_in_a_history_key_or_value_is_stored(emulator, tmp_path
     emulator.store.reload()
     emulator.set_parquet_mode("live")
     with Api(api_key=emulator.api_key, base_url=emulator.base_url, environ={}) as api:
-        Exporter(api, Warehouse(tmp_path / "wh")).export_run(RunRef(ENTITY, PROJECT, run_id), full=True)
+        Exporter(api, Warehouse(tmp_path / "wh")).export_run(RunKey(ENTITY, PROJECT, run_id), full=True)
     with Warehouse(tmp_path / "wh").connect() as con:
         # The key and the text value with U+FFFD in place of the lone surrogate (README, typing).
         assert con.execute('SELECT "k\ufffd" FROM history WHERE _step = ?', [last + 1]).fetchone() == ("v\ufffd",)

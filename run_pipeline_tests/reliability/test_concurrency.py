@@ -17,22 +17,22 @@ import pytest
 
 from run_pipeline.client import Api
 from run_pipeline.defs.assets import wandb_run_tables
-from run_pipeline.defs.partitions import wandb_runs_partitions
-from run_pipeline.defs.resources import WandbResource, WarehouseResource
 from run_pipeline.defs.batching import requested_partitions
+from run_pipeline.defs.partitions import encode_partition_key, wandb_runs_partitions
+from run_pipeline.defs.resources import WandbResource, WarehouseResource
 from run_pipeline.defs.sensors import wandb_finished_runs_sensor
 from run_pipeline.emulator.sample import generate_run
 from run_pipeline.emulator.server import EmulatorServer
-from run_pipeline.export import Exporter, RunRef
-from run_pipeline.warehouse import Warehouse, WarehouseLockError
+from run_pipeline.export import Exporter
+from run_pipeline.warehouse import RunKey, Warehouse, WarehouseLockError
 
 from ..conftest import TEST_API_KEY
 from . import reconcile as rc
 from .digest import explain_difference, warehouse_digest
 
 ENTITY, PROJECT = "demo", "busy"
-RUNNING = RunRef(ENTITY, PROJECT, "running1")    # grows between trials; served as live pages
-FINISHED = RunRef(ENTITY, PROJECT, "finished")   # what the sensor requests; served as Parquet
+RUNNING = RunKey(ENTITY, PROJECT, "running1")    # grows between trials; served as live pages
+FINISHED = RunKey(ENTITY, PROJECT, "finished")   # what the sensor requests; served as Parquet
 
 
 @pytest.fixture(scope="module")
@@ -44,12 +44,12 @@ def server(tmp_path_factory):
         yield s
 
 
-def source_steps(server, ref: RunRef) -> list[int]:
+def source_steps(server, ref: RunKey) -> list[int]:
     rows = rc.read_jsonl(server.dataset_dir / ref.entity / ref.project / ref.run_id / "history.jsonl")
     return sorted(r["_step"] for r in rows)
 
 
-def assert_one_copy_of_every_row(root: Path, ref: RunRef, steps: list[int]) -> None:
+def assert_one_copy_of_every_row(root: Path, ref: RunKey, steps: list[int]) -> None:
     """The run's visible history holds each source row once, its metrics once per value, and
     its manifest names exactly the files on disk."""
     key = (ref.entity, ref.project, ref.run_id)
@@ -59,13 +59,13 @@ def assert_one_copy_of_every_row(root: Path, ref: RunRef, steps: list[int]) -> N
     metrics = [(s, k) for f in rc.parquet_files(root, "metrics")[key]
                for s, k in zip(*pq.read_table(f, columns=["step", "key"]).to_pydict().values())]
     assert len(metrics) == len(set(metrics))
-    state = Warehouse(root).run_state(*key)
+    state = Warehouse(root).run_state(ref)
     assert state is not None and state.rows == len(steps)
     assert sorted(p.name for p in state.parts) == sorted(f.name for f in files)
     assert len(rc.parquet_files(root, "runs")[key]) == 1
 
 
-def assert_equals_clean_export(server, root: Path, ref: RunRef, tmp_path: Path) -> None:
+def assert_equals_clean_export(server, root: Path, ref: RunKey, tmp_path: Path) -> None:
     clean = tmp_path / f"clean-{ref.run_id}"
     with Api(api_key=server.api_key, base_url=server.base_url) as api:
         Exporter(api, Warehouse(clean)).export_run(ref, full=True)
@@ -123,13 +123,13 @@ def test_threads_exporting_one_run_at_once_leave_one_copy_of_every_row(server, t
 DRIVER = """
 import sys
 from run_pipeline.client import Api
-from run_pipeline.export import Exporter, RunRef
-from run_pipeline.warehouse import Warehouse
+from run_pipeline.export import Exporter
+from run_pipeline.warehouse import RunKey, Warehouse
 base_url, key, root, full = sys.argv[1:5]
 print("ready", flush=True)
 sys.stdin.readline()  # the test releases every process at once
 with Api(api_key=key, base_url=base_url) as api:
-    print(Exporter(api, Warehouse(root)).export_run(RunRef(*sys.argv[5:8]), full=full == "1").describe())
+    print(Exporter(api, Warehouse(root)).export_run(RunKey(*sys.argv[5:8]), full=full == "1").describe())
 """
 
 
@@ -154,7 +154,7 @@ def test_processes_exporting_one_run_at_once_leave_one_copy_of_every_row(server,
 def test_a_sensor_run_and_a_backfill_of_one_partition_at_once_leave_one_copy(server, tmp_path):
     """The sensor's RunRequest and a backfill of the same partition, materialized at the same
     time in two threads (each with its own instance, as two run workers would be)."""
-    key = FINISHED.partition_key
+    key = encode_partition_key(FINISHED)
     for trial in range(4):
         root = tmp_path / f"wh{trial}"
         resources = {"wandb": WandbResource(base_url=server.base_url, api_key=server.api_key, entity=ENTITY,
@@ -191,7 +191,7 @@ def test_a_writer_that_cannot_wait_is_refused_naming_the_run(tmp_path):
     held, release = threading.Event(), threading.Event()
 
     def holder():
-        with warehouse.run_lock("e", "p'; --", "r1"):
+        with warehouse.run_lock(RunKey("e", "p'; --", "r1")):
             held.set()
             release.wait(10)
 
@@ -202,11 +202,11 @@ def test_a_writer_that_cannot_wait_is_refused_naming_the_run(tmp_path):
         with pytest.raises(WarehouseLockError, match=r"run e/p'; --/r1: another export of it has held"):
             warehouse.export_run({"entity": "e", "project": "p'; --", "run_id": "r1", "state": "finished"},
                                  history=[], lock_timeout=0.2)
-        with warehouse.run_lock("e", "p'; --", "r2", timeout=0.2):  # other runs are not blocked
+        with warehouse.run_lock(RunKey("e", "p'; --", "r2"), timeout=0.2):  # other runs are not blocked
             pass
     finally:
         release.set()
         t.join()
-    with warehouse.run_lock("e", "p'; --", "r1", timeout=1):  # released with its holder
-        with warehouse.run_lock("e", "p'; --", "r1", timeout=1):  # and re-entrant in one thread
+    with warehouse.run_lock(RunKey("e", "p'; --", "r1"), timeout=1):  # released with its holder
+        with warehouse.run_lock(RunKey("e", "p'; --", "r1"), timeout=1):  # and re-entrant in one thread
             pass

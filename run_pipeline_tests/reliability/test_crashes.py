@@ -19,17 +19,18 @@ import pyarrow.parquet as pq
 import pytest
 
 from run_pipeline.client import Api
+from run_pipeline.defs.partitions import encode_partition_key
 from run_pipeline.emulator.sample import generate, generate_run
 from run_pipeline.emulator.server import EmulatorServer
-from run_pipeline.export import Exporter, RunRef
-from run_pipeline.warehouse import TABLES, Warehouse, view_statements
+from run_pipeline.export import Exporter
+from run_pipeline.warehouse import TABLES, RunKey, Warehouse, view_statements
 
 from ..conftest import TEST_API_KEY
 from .digest import explain_difference, warehouse_digest
 
 ENTITY, PROJECT = "demo", "image-classification"
-BIG = RunRef(ENTITY, PROJECT, "bigrun01")  # finished: served as exported Parquet
-GROWING = RunRef(ENTITY, PROJECT, "bigrun02")  # running: served as live pages
+BIG = RunKey(ENTITY, PROJECT, "bigrun01")  # finished: served as exported Parquet
+GROWING = RunKey(ENTITY, PROJECT, "bigrun02")  # running: served as live pages
 CLI = [sys.executable, "-m", "run_pipeline.cli"]
 SEED = 20261128
 
@@ -233,9 +234,9 @@ def test_dagster_run_killed_mid_partition_then_retried(server, tmp_path):
     shutil.copytree(server.dataset_dir, dataset)
     with EmulatorServer(dataset, api_key=TEST_API_KEY) as own:
 
-        def materialize(root: Path, ref: RunRef) -> subprocess.Popen:
+        def materialize(root: Path, ref: RunKey) -> subprocess.Popen:
             return subprocess.Popen([sys.executable, "-c", DAGSTER_DRIVER, own.base_url, own.api_key, str(root),
-                                     ref.partition_key], env=env_for(own, DAGSTER_HOME=str(home)),
+                                     encode_partition_key(ref)], env=env_for(own, DAGSTER_HOME=str(home)),
                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
         # The partition trial 2 updates is exported first; that also times one materialization

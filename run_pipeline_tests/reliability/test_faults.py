@@ -23,11 +23,11 @@ import pytest
 
 from run_pipeline.client import Api, RetryPolicy, WandbGaveUpError
 from run_pipeline.defs.assets import wandb_catalog, wandb_run_tables
-from run_pipeline.defs.partitions import wandb_runs_partitions
+from run_pipeline.defs.partitions import encode_partition_key, wandb_runs_partitions
 from run_pipeline.defs.resources import WandbResource, WarehouseResource
 from run_pipeline.emulator.faults import FAULT_KINDS
-from run_pipeline.export import Exporter, RunRef
-from run_pipeline.warehouse import TABLES, Warehouse
+from run_pipeline.export import Exporter
+from run_pipeline.warehouse import TABLES, RunKey, Warehouse
 
 from .digest import explain_difference, warehouse_digest
 from .helpers import ENTITY, PROJECTS, control, dataset_history_rows, dataset_run_ids, export_with_api, run_cli
@@ -151,7 +151,7 @@ def test_dagster_materialization_under_faults_lands_what_a_fault_free_export_lan
         "warehouse": WarehouseResource(root=str(wh)),
     }
     instance = dg.DagsterInstance.ephemeral()
-    keys = [RunRef(ENTITY, DAGSTER_PROJECT, rid).partition_key for rid in run_ids]
+    keys = [encode_partition_key(RunKey(ENTITY, DAGSTER_PROJECT, rid)) for rid in run_ids]
     instance.add_dynamic_partitions(wandb_runs_partitions.name, keys)
     inject(emulator, seed)
     for key in keys:
@@ -193,7 +193,7 @@ def test_exporter_gives_up_within_budget_naming_the_run(emulator, tmp_path, path
     with Api(api_key=emulator.api_key, base_url=emulator.base_url, environ={}, timeout=(2.0, 5.0), retry=retry) as api:
         started = time.monotonic()
         with pytest.raises(WandbGaveUpError) as info:
-            Exporter(api, warehouse).export_run(RunRef(ENTITY, CLI_PROJECT, run_id))
+            Exporter(api, warehouse).export_run(RunKey(ENTITY, CLI_PROJECT, run_id))
         elapsed = time.monotonic() - started
     assert elapsed < budget + 2.0, f"took {elapsed:.1f}s with a {budget:g}s budget"
     message = str(info.value)

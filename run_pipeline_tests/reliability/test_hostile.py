@@ -19,8 +19,9 @@ import pytest
 
 from run_pipeline.client import Api, WandbNotFoundError
 from run_pipeline.defs.assets import wandb_run_tables
-from run_pipeline.defs.partitions import wandb_runs_partitions
+from run_pipeline.defs.partitions import decode_partition_key, encode_partition_key, wandb_runs_partitions
 from run_pipeline.defs.resources import WandbResource, WarehouseResource
+from run_pipeline.discovery import discover_runs
 from run_pipeline.emulator.hostile import (
     ENTITY,
     SQL_ENTITY,
@@ -30,9 +31,8 @@ from run_pipeline.emulator.hostile import (
     generate_hostile,
 )
 from run_pipeline.emulator.server import EmulatorServer
-from run_pipeline.discovery import discover_runs
-from run_pipeline.export import Exporter, RunRef
-from run_pipeline.warehouse import TABLES, Warehouse, WarehousePathError, view_statements
+from run_pipeline.export import Exporter
+from run_pipeline.warehouse import TABLES, RunKey, Warehouse, WarehousePathError, view_statements
 
 from ..conftest import TEST_API_KEY
 from . import reconcile as rc
@@ -203,7 +203,7 @@ def test_the_exporter_refuses_an_unstorable_run_naming_it(corpus, server, tmp_pa
     with Api(api_key=server.api_key, base_url=server.base_url) as api:
         exporter = Exporter(api, Warehouse(tmp_path / "wh"))
         with pytest.raises(WarehousePathError) as err:
-            exporter.export_run(RunRef(ENTITY, "long", TOO_LONG_RUN_ID))
+            exporter.export_run(RunKey(ENTITY, "long", TOO_LONG_RUN_ID))
     assert f"run {ENTITY}/long/{TOO_LONG_RUN_ID} cannot be stored" in str(err.value)
     assert "too long for a directory name" in str(err.value)
     assert not [p for p in (tmp_path / "wh").rglob("*") if p.is_file() and "locks" not in p.parts]
@@ -214,11 +214,11 @@ def test_paths_no_dataset_can_hold_are_not_found_and_write_nothing(server, tmp_p
     with Api(api_key=server.api_key, base_url=server.base_url) as api:
         exporter = Exporter(api, Warehouse(root))
         for bad in UNREPRESENTABLE:
-            for ref in (RunRef(ENTITY, bad, "x"), RunRef(ENTITY, "keys", bad), RunRef(bad, "keys", "keysparq")):
+            for ref in (RunKey(ENTITY, bad, "x"), RunKey(ENTITY, "keys", bad), RunKey(bad, "keys", "keysparq")):
                 with pytest.raises(WandbNotFoundError) as err:
                     exporter.export_run(ref)
                 assert ref.path in str(err.value)
-                assert RunRef.from_partition_key(ref.partition_key) == ref
+                assert decode_partition_key(encode_partition_key(ref)) == ref
         with pytest.raises(WandbNotFoundError):
             api.run(f"{ENTITY}/../x")
     assert not [p for p in root.rglob("*") if p.is_file() and "locks" not in p.parts]
@@ -248,14 +248,15 @@ def test_a_run_deleted_between_listing_and_fetching_is_refused_by_name(tmp_path)
             try:
                 exported.append(exporter.export_run(f.run))
             except WandbNotFoundError as exc:
-                refused[f.ref.run_id] = str(exc)
+                refused[f.key.run_id] = str(exc)
         assert list(refused) == ["values01"]
         assert f"{ENTITY}/keys/values01" in refused["values01"] and "not found" in refused["values01"]
-        assert sorted(r.ref.run_id for r in exported) == sorted(f.ref.run_id for f in found if f.ref.run_id != "values01")
+        assert sorted(r.key.run_id for r in exported) == sorted(
+            f.key.run_id for f in found if f.key.run_id != "values01")
         assert all(r.reconciled for r in exported)
         # Asked for by partition key (Dagster's path), the deleted run is not found either.
         with pytest.raises(WandbNotFoundError, match="values01"):
-            exporter.export_run(RunRef(ENTITY, "keys", "values01"))
+            exporter.export_run(RunKey(ENTITY, "keys", "values01"))
     written = {k[2] for t in ("runs", "history", "metrics") for k in rc.parquet_files(tmp_path / "wh", t)}
     assert "values01" not in written
 
@@ -268,12 +269,12 @@ def test_rows_logged_below_the_last_exported_step_are_not_lost(tmp_path):
     with EmulatorServer(corpus.root, api_key=TEST_API_KEY) as server, \
             Api(api_key=server.api_key, base_url=server.base_url) as api:
         exporter = Exporter(api, Warehouse(tmp_path / "wh"))
-        assert exporter.export_run(RunRef(*run)).mode == "full"
+        assert exporter.export_run(RunKey(*run)).mode == "full"
         for extra in ([{"_step": 61020, "loss": 1.0}, {"_step": 150001, "loss": 2.0}],  # below and above the last
                       [{"_step": 61021, "loss": 3.0}],                                 # below only
                       [{"_step": 150002, "loss": 4.0}]):                               # above only
             server.store.append_history(*run, extra)
-            result = exporter.export_run(RunRef(*run))
+            result = exporter.export_run(RunKey(*run))
             assert result.reconciled, result.describe()
         assert result.mode == "incremental"  # the ordinary case stays incremental
     rows = rc.read_jsonl(corpus.root.joinpath(*run) / "history.jsonl")
@@ -291,10 +292,10 @@ def test_dagster_partitions_of_hostile_runs_export_faithfully(corpus, server, tm
     resources = {"wandb": WandbResource(base_url=server.base_url, api_key=server.api_key, entity=ENTITY),
                  "warehouse": WarehouseResource(root=str(tmp_path / "wh"))}
     instance = dg.DagsterInstance.ephemeral()
-    refs = [RunRef(ENTITY, p, r) for p, r in DAGSTER_RUNS]
-    instance.add_dynamic_partitions(wandb_runs_partitions.name, [ref.partition_key for ref in refs])
+    refs = [RunKey(ENTITY, p, r) for p, r in DAGSTER_RUNS]
+    instance.add_dynamic_partitions(wandb_runs_partitions.name, [encode_partition_key(ref) for ref in refs])
     for ref in refs:
-        result = dg.materialize([wandb_run_tables], partition_key=ref.partition_key, resources=resources,
+        result = dg.materialize([wandb_run_tables], partition_key=encode_partition_key(ref), resources=resources,
                                 instance=instance, raise_on_error=False)
         assert result.success, ref
         assert all(c.passed for c in result.get_asset_check_evaluations() if c.check_name != "steps_unique"), ref

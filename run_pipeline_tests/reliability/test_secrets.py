@@ -29,12 +29,12 @@ from run_pipeline.client import (
     WandbGaveUpError,
     WandbNotFoundError,
 )
-from run_pipeline.defs.partitions import wandb_runs_partitions
+from run_pipeline.defs.partitions import encode_partition_key, wandb_runs_partitions
 from run_pipeline.defs.resources import WandbResource
 from run_pipeline.emulator.sample import generate
 from run_pipeline.emulator.server import EmulatorServer
-from run_pipeline.export import Exporter, RunRef
-from run_pipeline.warehouse import TABLES, Warehouse
+from run_pipeline.export import Exporter
+from run_pipeline.warehouse import TABLES, RunKey, Warehouse
 
 from .digest import table_rows
 from .helpers import ENTITY, dataset_run_ids, run_cli
@@ -205,9 +205,9 @@ def test_client_logs_reprs_and_warehouse_never_show_the_key(server, tmp_path, ca
     wh = Warehouse(tmp_path / "wh")
     with Api(api_key=KEY, base_url=server.base_url, environ={}, retry=RetryPolicy(budget=30, backoff_base=0.05)) as api:
         exporter = Exporter(api, wh)
-        results = [exporter.export_run(RunRef(ENTITY, PROJECT, rid), full=True)
+        results = [exporter.export_run(RunKey(ENTITY, PROJECT, rid), full=True)
                    for rid in dataset_run_ids(server.dataset_dir, PROJECT)[:6]]
-        run = api.run(f"{ENTITY}/{PROJECT}/{results[0].ref.run_id}")
+        run = api.run(f"{ENTITY}/{PROJECT}/{results[0].key.run_id}")
         shown = {"repr(Api)": repr(api), "str(Api)": str(api), "vars(Api)": repr(vars(api)),
                  "repr(Run)": repr(run), "repr(Exporter)": repr(exporter), "repr(Warehouse)": repr(wh),
                  "repr(result)": repr(results[0])}
@@ -238,21 +238,21 @@ def test_failing_requests_never_show_either_key(server, tmp_path, caplog):
     failures: dict[str, BaseException] = {}
     with Api(api_key=WRONG_KEY, base_url=server.base_url, environ={}, retry=fast) as wrong:
         with pytest.raises(WandbAuthError) as info:
-            Exporter(wrong, wh).export_run(RunRef(ENTITY, PROJECT, dataset_run_ids(server.dataset_dir, PROJECT)[0]))
+            Exporter(wrong, wh).export_run(RunKey(ENTITY, PROJECT, dataset_run_ids(server.dataset_dir, PROJECT)[0]))
         failures["401 through Exporter"] = info.value
         with pytest.raises(WandbAuthError) as info:
             wrong.project(PROJECT, ENTITY)
         failures["401 through Api.project"] = info.value
     with Api(api_key=KEY, base_url=server.base_url, environ={}, retry=fast) as api:
         with pytest.raises(WandbNotFoundError) as info:
-            Exporter(api, wh).export_run(RunRef("nobody", PROJECT, "abc123"))
+            Exporter(api, wh).export_run(RunKey("nobody", PROJECT, "abc123"))
         failures["unknown entity through Exporter"] = info.value
         with pytest.raises(WandbNotFoundError) as info:
             api.project(PROJECT, "nobody")
         failures["unknown entity through Api.project"] = info.value
         server.set_faults(seed=0, rates={"503": 1.0})
         with pytest.raises(WandbGaveUpError) as info:
-            Exporter(api, wh).export_run(RunRef(ENTITY, PROJECT, "abc123"))
+            Exporter(api, wh).export_run(RunKey(ENTITY, PROJECT, "abc123"))
         failures["503 until the budget ends"] = info.value
         server.set_faults(seed=0, rates={"reset": 1.0})
         with pytest.raises(WandbGaveUpError) as info:
@@ -312,7 +312,8 @@ def test_dagster_event_log_run_config_and_ui_never_show_the_key(server, tmp_path
         monkeypatch.setenv(name, value)
     definitions = Path(__file__).resolve().parents[2] / "run_pipeline" / "definitions.py"
     defs: dg.Definitions = runpy.run_path(str(definitions))["defs"]  # read the environment above, fresh
-    keys = [RunRef(ENTITY, PROJECT, rid).partition_key for rid in dataset_run_ids(server.dataset_dir, PROJECT)[:3]]
+    keys = [encode_partition_key(RunKey(ENTITY, PROJECT, rid))
+            for rid in dataset_run_ids(server.dataset_dir, PROJECT)[:3]]
     python_logs = {"python_logs": {"managed_python_loggers": ["run_pipeline", "urllib3", "requests"],
                                    "python_log_level": "DEBUG"}}
     (tmp_path / "dagster_home").mkdir()

@@ -169,7 +169,7 @@ def test_refresh_rebuilds_when_a_table_gets_its_first_file_or_the_catalog_change
 def test_an_open_connection_sees_a_run_replaced_under_the_same_file_name(tmp_path):
     """`connect()` caches Parquet footers; a run deleted and exported again at once gets the
     same part name with other content, and the open connection must read the new file."""
-    from run_pipeline.warehouse import Warehouse
+    from run_pipeline.warehouse import RunKey, Warehouse
 
     wh = Warehouse(tmp_path)
     wh.export_run(make_run(), [batch([0, 1, 2], {"x": [1.0, 2.0, 3.0]})])
@@ -178,7 +178,7 @@ def test_an_open_connection_sees_a_run_replaced_under_the_same_file_name(tmp_pat
         assert con.execute("SELECT step, value FROM metrics ORDER BY step").fetchall() == [
             (0, 1.0), (1, 2.0), (2, 3.0)]
         before = sorted(p.name for p in (tmp_path / "metrics").rglob("*.parquet"))
-        wh.delete_run("team", "proj", make_run()["run_id"])
+        wh.delete_run(RunKey("team", "proj", make_run()["run_id"]))
         wh.export_run(make_run(), [batch([0, 1, 2, 3], {"x": [10.0, 20.0, 30.0, 40.0], "y": [5.0] * 4})])
         assert sorted(p.name for p in (tmp_path / "metrics").rglob("*.parquet")) == before
         assert con.execute("SELECT key, count(*), sum(value) FROM metrics GROUP BY key ORDER BY key").fetchall() == [

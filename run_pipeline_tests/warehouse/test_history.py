@@ -381,9 +381,9 @@ def test_run_states_list_every_exported_run(tmp_path):
         wh.export_run(make_run(run_id=run_id), [batch(list(range(n)), {"x": [1.0] * n})])
     states = {run.run_id: (s.rows, s.last_step) for run, s in wh.run_states()}
     assert states == {"a/1": (2, 1), "b": (3, 2)}
-    assert wh.last_exported_step("team", "proj", "b") == 2
-    assert wh.last_exported_step("team", "proj", "nope") == -1
-    wh.delete_run("team", "proj", "b")
+    assert wh.last_exported_step(RunKey("team", "proj", "b")) == 2
+    assert wh.last_exported_step(RunKey("team", "proj", "nope")) == -1
+    wh.delete_run(RunKey("team", "proj", "b"))
     assert [run.run_id for run, _ in wh.run_states()] == ["a/1"]
     assert query(tmp_path, "SELECT DISTINCT run_id FROM history") == [("a/1",)]
     assert query(tmp_path, "SELECT run_id FROM runs") == [("a/1",)]

@@ -14,6 +14,7 @@ import pytest
 from run_pipeline.warehouse import (
     FULL,
     INCREMENTAL,
+    RunKey,
     Warehouse,
     WarehouseCatalogError,
     WarehouseRoot,
@@ -72,7 +73,7 @@ def test_incremental_and_reexport_on_s3(s3, tmp_path):
     source = GrowingHistory(everything)
     assert wh.export_run(make_run(), source, incremental=True).mode == INCREMENTAL
     assert source.calls == [4]
-    assert wh.last_exported_step("team", "proj", "run1") == 6
+    assert wh.last_exported_step(RunKey("team", "proj", "run1")) == 6
     assert len([k for k in objects(fs, f"{bucket}/wh/history") if k.endswith(".parquet")]) == 2
 
     assert wh.export_run(make_run(), everything).mode == FULL  # replace: one generation remains
