@@ -159,7 +159,7 @@ def duckdb_query(spec: dict[str, Any]) -> dict[str, Any]:
 JOBS = {**CONTENDERS, "duckdb-query": duckdb_query}
 # Imported before the clock (and the profiler) starts.
 PRELOAD = {"wandb-sdk": ("pandas", "pyarrow.parquet", "wandb"), "wire": ("requests",),
-           "run_pipeline": ("run_pipeline.client", "run_pipeline.export", "run_pipeline.warehouse"),
+           "run_pipeline": ("run_pipeline.client", "run_pipeline.export", "run_pipeline.warehouse", "duckdb"),
            "duckdb-query": ("duckdb", "run_pipeline.warehouse")}
 
 
