@@ -175,7 +175,8 @@ class HistoryReader:
         count = run.get("eventsLineCount")
         self._events_line_count = None if count is None else int(count)
         events = run.get("events") if with_events else None
-        self._events = events if count is not None and isinstance(events, list) and len(events) == int(count) else None
+        whole = count is not None and isinstance(events, list) and len(events) == int(count)
+        self._events = events if whole else None
         urls = (run.get("parquetHistory") or {}).get("parquetUrls") or []
         return HistoryPlan(tuple(urls), -1 if last is None else int(last), self._events_line_count)
 

@@ -144,12 +144,13 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
     costs a directory listing instead of opening every Parquet footer.
 
     The catalog is built in a temporary file next to it, checkpointed, reopened and verified
-    (every view present with the columns it was created with), and only then renamed over it, so a refresh
-    that cannot write it (a full disk) raises `WarehouseCatalogError` and leaves the previous
-    catalog in place; the stamp is written only for a verified catalog, and a catalog found
-    without its views is rebuilt whatever its stamp says. It is renamed over, so a refresh never
-    waits for (or breaks) a reader that has the old catalog open, and concurrent refreshes
-    cannot corrupt it. The file holds these views only: anything else stored in it is lost.
+    (every view present with the columns it was created with), and only then renamed over it,
+    so a refresh that cannot write it (a full disk) raises `WarehouseCatalogError` and leaves
+    the previous catalog in place; the stamp is written only for a verified catalog, and a
+    catalog found without its views is rebuilt whatever its stamp says. It is renamed over, so
+    a refresh never waits for (or breaks) a reader that has the old catalog open, and
+    concurrent refreshes cannot corrupt it. The file holds these views only: anything else
+    stored in it is lost.
     Returns figures for a materialization: the database path, the views, the tables still
     empty, the number of runs, whether the catalog was rebuilt, and the seconds it took.
     """
