@@ -68,7 +68,8 @@ class Exporter:
                 return self.warehouse.export_run(
                     run_record(run),
                     history=lambda min_step: self._until_stopped(
-                        run.iter_history_batches(min_step=min_step, page_size=self.page_size)),
+                        run.iter_history_batches(min_step=min_step, page_size=self.page_size,
+                                                 with_system_metrics=True)),
                     system_metrics=lambda: self._until_stopped(run.iter_system_metrics_batches()),
                     incremental=not full,
                 )

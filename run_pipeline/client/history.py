@@ -84,6 +84,9 @@ class HistoryReader:
         # System-metric row count learned by the last plan: lets the system-metric read that
         # follows a history export go in one request.
         self._events_line_count: int | None = None
+        # System-metric rows a plan asked for along the way (`plan(with_events=True)`), whole
+        # by its count: the system-metric read that follows takes them with no request.
+        self._events: list[str] | None = None
 
     def _run_field(self, query: str, variables: dict[str, Any]) -> dict[str, Any]:
         data = self._transport.graphql(query, variables)
@@ -158,12 +161,17 @@ class HistoryReader:
         ph = run.get("parquetHistory") or {}
         return list(ph.get("parquetUrls") or [])
 
-    def plan(self, use_parquet: bool = True) -> HistoryPlan:
+    def plan(self, use_parquet: bool = True, with_events: bool = False) -> HistoryPlan:
         """What reading the run's history needs, in one request: the exported Parquet URLs
-        (when `use_parquet`), the last step and the system-metric row count."""
+        (when `use_parquet`), the last step and the system-metric row count; `with_events`
+        also asks for every system-metric row, kept for the next `system_metric_strings()`
+        when there are as many as the count says (an export reads both: one request less)."""
         try:
-            run = self._run_field(queries.RUN_HISTORY_PLAN, self._name_vars(parquet=use_parquet))
+            run = self._run_field(queries.RUN_HISTORY_PLAN, self._name_vars(
+                parquet=use_parquet, events=with_events, samples=LARGE_SAMPLES if with_events else None))
         except WandbQueryError:
+            if with_events:  # a server that refuses the rows in this query: ask without them
+                return self.plan(use_parquet)
             # A server without `eventsLineCount`: ask for the parts one by one.
             urls = self.parquet_history() if use_parquet else []
             return HistoryPlan(tuple(urls), self.last_step(), None)
@@ -171,6 +179,9 @@ class HistoryReader:
         last = keys.get("lastStep") if isinstance(keys, dict) else None
         count = run.get("eventsLineCount")
         self._events_line_count = None if count is None else int(count)
+        events = run.get("events") if with_events else None
+        whole = count is not None and isinstance(events, list) and len(events) == int(count)
+        self._events = events if whole else None
         urls = (run.get("parquetHistory") or {}).get("parquetUrls") or []
         return HistoryPlan(tuple(urls), -1 if last is None else int(last), self._events_line_count)
 
@@ -205,18 +216,20 @@ class HistoryReader:
         asked for again once."""
         urls = list(plan.parquet_urls)
         replanned = False
-        with tempfile.TemporaryDirectory(prefix="run_pipeline_parquet_", dir=tmp_dir) as tmp:
-            i = 0
-            while i < len(urls):
-                path = os.path.join(tmp, f"history_{i}.parquet")
-                if lo > 0:
-                    # An incremental read: a file that holds no step at or above `lo` is not
-                    # downloaded (the warehouse has all of it already).
-                    top = self._remote_max_step(urls[i])
-                    if top is not None and top < lo:
-                        yield None, top
-                        i += 1
-                        continue
+        i = 0
+        while i < len(urls):
+            if lo > 0:
+                # An incremental read: a file that holds no step at or above `lo` is not
+                # downloaded (the warehouse has all of it already).
+                top = self._remote_max_step(urls[i])
+                if top is not None and top < lo:
+                    yield None, top
+                    i += 1
+                    continue
+            # One temporary file per download (no directory to create and remove per run).
+            fd, path = tempfile.mkstemp(prefix="run_pipeline_parquet_", suffix=".parquet", dir=tmp_dir)
+            os.close(fd)
+            try:
                 try:
                     self._download(urls[i], path)
                 except WandbAuthError:
@@ -236,16 +249,17 @@ class HistoryReader:
                     raise WandbIncompleteDataError(
                         f"run {self._path}: exported history {display_url(urls[i])} "
                         f"could not be read: {exc}") from exc
+            finally:
                 os.unlink(path)
-                i += 1
+            i += 1
 
     # -- readers --------------------------------------------------------------------------------
 
     def iter_batches(self, min_step: int | None, max_step: int | None, page_size: int,
                      parquet_batch_rows: int, tmp_dir: str | os.PathLike | None,
-                     use_parquet: bool) -> Iterator[pa.RecordBatch]:
+                     use_parquet: bool, with_events: bool = False) -> Iterator[pa.RecordBatch]:
         lo = max(0, int(min_step or 0))
-        plan = self.plan(use_parquet)
+        plan = self.plan(use_parquet, with_events)
         top: int | None = None
         for batch, file_top in self._parquet_batches(plan, lo, max_step, parquet_batch_rows,
                                                      tmp_dir, use_parquet):
@@ -302,6 +316,9 @@ class HistoryReader:
         """Every system-metric row. With a row count from `plan` (or an earlier call), one
         request asks for that many rows and the count again; a run that logged more since then
         is asked again with the new count, so nothing is ever down-sampled away."""
+        if self._events is not None:
+            strings, self._events = self._events, None
+            return strings
         samples = self._events_line_count
         if samples is None:
             samples = self.events_line_count()

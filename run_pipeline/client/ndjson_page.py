@@ -114,6 +114,13 @@ def _split_key(data: bytes, key: str) -> bytes | None:
     return None
 
 
+_BLOCK_SIZE = 1 << 20
+#: A page of one block is parsed on the calling thread: handing it to pyarrow's thread pool
+#: and waiting for it costs more than it saves, and more still when export worker processes
+#: already keep every core busy. Larger pages are parsed a block per thread.
+_ONE_BLOCK = pa_json.ReadOptions(block_size=_BLOCK_SIZE, use_threads=False)
+_BLOCKS = pa_json.ReadOptions(block_size=_BLOCK_SIZE)
+
 #: Keys met with values of several kinds on recent pages; later pages split them up front, so
 #: pyarrow.json reads them once instead of failing first (splitting a key that is not mixed on
 #: a page only costs rebuilding it exactly from the few rows that hold it).
@@ -132,7 +139,8 @@ def read_page(data: bytes) -> tuple[pa.Table, list[str]] | None:
             split.append(key)
     for _ in range(MAXSPLIT_KEYS + 1):
         try:
-            table = pa_json.read_json(io.BytesIO(data), read_options=pa_json.ReadOptions(block_size=1 << 20, use_threads=False))
+            options = _ONE_BLOCK if len(data) <= _BLOCK_SIZE else _BLOCKS
+            table = pa_json.read_json(io.BytesIO(data), read_options=options)
             return table, split
         except (pa.ArrowInvalid, pa.ArrowNotImplementedError) as exc:
             found = _CONFLICT.search(str(exc))

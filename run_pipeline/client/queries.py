@@ -181,12 +181,14 @@ query RunParquetHistory($entity: String!, $project: String!, $runName: String!,
 """
 
 RUN_HISTORY_PLAN = """
-query RunHistoryPlan($entity: String!, $project: String!, $name: String!, $parquet: Boolean!) {
+query RunHistoryPlan($entity: String!, $project: String!, $name: String!, $parquet: Boolean!,
+                     $events: Boolean = false, $samples: Int) {
   project(name: $project, entityName: $entity) {
     run(name: $name) {
       historyKeys
       eventsLineCount
       parquetHistory(liveKeys: ["_step"]) @include(if: $parquet) { parquetUrls }
+      events(samples: $samples) @include(if: $events)
     }
   }
 }

@@ -97,15 +97,18 @@ class RunHistory:
     def iter_history_batches(self, min_step: int | None = None, max_step: int | None = None,
                              page_size: int = 1000, *, parquet_batch_rows: int = 8_192,
                              use_parquet: bool = True,
-                             tmp_dir: str | os.PathLike | None = None) -> Iterator[pa.RecordBatch]:
+                             tmp_dir: str | os.PathLike | None = None,
+                             with_system_metrics: bool = False) -> Iterator[pa.RecordBatch]:
         """The run's full history as Arrow record batches, steps in [min_step, max_step).
 
         Reads W&B's exported Parquet (`parquetHistory`) when offered, then pages the live tail
         above the last exported step; otherwise pages `history(minStep, maxStep)`. Nothing is
         sampled or dropped; see `run_pipeline.client.history` for the column/type contract.
+        `with_system_metrics`: the first request also fetches the system metrics, which the
+        next `iter_system_metrics_batches()` then reads without a request of its own.
         """
         return self._history().iter_batches(
-            min_step, max_step, page_size, parquet_batch_rows, tmp_dir, use_parquet)
+            min_step, max_step, page_size, parquet_batch_rows, tmp_dir, use_parquet, with_system_metrics)
 
     def iter_system_metrics_batches(self, batch_rows: int = 10_000) -> Iterator[pa.RecordBatch]:
         """Every system-metric row (`events`, not a sample) as record batches; the row count is

@@ -144,12 +144,13 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
     costs a directory listing instead of opening every Parquet footer.
 
     The catalog is built in a temporary file next to it, checkpointed, reopened and verified
-    (every view present and answering `LIMIT 0`), and only then renamed over it, so a refresh
-    that cannot write it (a full disk) raises `WarehouseCatalogError` and leaves the previous
-    catalog in place; the stamp is written only for a verified catalog, and a catalog found
-    without its views is rebuilt whatever its stamp says. It is renamed over, so a refresh never
-    waits for (or breaks) a reader that has the old catalog open, and concurrent refreshes
-    cannot corrupt it. The file holds these views only: anything else stored in it is lost.
+    (every view present with the columns it was created with), and only then renamed over it,
+    so a refresh that cannot write it (a full disk) raises `WarehouseCatalogError` and leaves
+    the previous catalog in place; the stamp is written only for a verified catalog, and a
+    catalog found without its views is rebuilt whatever its stamp says. It is renamed over, so
+    a refresh never waits for (or breaks) a reader that has the old catalog open, and
+    concurrent refreshes cannot corrupt it. The file holds these views only: anything else
+    stored in it is lost.
     Returns figures for a materialization: the database path, the views, the tables still
     empty, the number of runs, whether the catalog was rebuilt, and the seconds it took.
     """
@@ -181,13 +182,15 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
         con = duckdb.connect(temporary)
         try:
             for sql in statements:
-                con.execute(sql)
+                con.execute(sql)  # binds the view: its files are read and its columns known
+            written = _stored_views(con)
             con.execute("CHECKPOINT")
         finally:
             con.close()
         # DuckDB's close() does not report a checkpoint it could not write (a full disk, a
         # file size limit): the file can then hold no view at all. Prove it holds every one.
-        runs = _verify(duckdb, temporary)
+        _verify(duckdb, temporary, written)
+        runs = sum(1 for _ in _parquet_files(wr.fs, wr.path(RUNS), depth=3))
         # The stamp names this very file (a rename keeps inode and mtime), so when two
         # refreshes race, the stamp of the one whose file lost never matches the catalog.
         identity = _identity(temporary, stamp)
@@ -205,23 +208,35 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
     return {**info, "runs": int(runs), "catalog": "rebuilt", "seconds": round(time.monotonic() - started, 3)}
 
 
-def _verify(duckdb, path: str) -> int:
-    """Open a freshly written catalog read-only, check that it holds exactly the views of
-    `TABLES` and that each one binds and runs (`LIMIT 0`); return the number of runs.
-    Raises `WarehouseCatalogError` naming what is missing."""
+def _stored_views(con: duckdb.DuckDBPyConnection) -> dict[str, list[tuple[str, str]]]:
+    """Each view's columns (name, type) as the catalog stores them (no file is read)."""
+    views: dict[str, list[tuple[str, str]]] = {name: [] for (name,) in con.execute(
+        "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
+    for view, column, dtype in con.execute(
+            "SELECT table_name, column_name, data_type FROM duckdb_columns() WHERE NOT internal "
+            "ORDER BY table_name, column_index").fetchall():
+        if view in views:
+            views[view].append((column, dtype))
+    return views
+
+
+def _verify(duckdb, path: str, written: dict[str, list[tuple[str, str]]]) -> None:
+    """Open a freshly written catalog read-only and check that it holds every view with the
+    columns it was `written` with (each was bound when created; binding again would read
+    every Parquet footer once more). Raises `WarehouseCatalogError` naming what is missing."""
     con = duckdb.connect(path, read_only=True)
     try:
-        views = {name for (name,) in con.execute(
-            "SELECT view_name FROM duckdb_views() WHERE NOT internal").fetchall()}
-        missing = [t for t in TABLES if t not in views]
-        if missing:
-            raise WarehouseCatalogError(
-                f"the new catalog {path} holds no view {', '.join(missing)} (was the disk full?)")
-        for table in TABLES:
-            con.execute(f"SELECT * FROM {table} LIMIT 0").fetchall()
-        return int(con.execute("SELECT count(*) FROM runs").fetchone()[0])
+        stored = _stored_views(con)
     finally:
         con.close()
+    missing = [t for t in TABLES if t not in stored]
+    if missing:
+        raise WarehouseCatalogError(
+            f"the new catalog {path} holds no view {', '.join(missing)} (was the disk full?)")
+    changed = [t for t in TABLES if stored[t] != written.get(t)]
+    if changed:
+        raise WarehouseCatalogError(
+            f"the new catalog {path} holds view {', '.join(changed)} with other columns than written")
 
 
 def _holds_views(database: str) -> bool:

@@ -120,6 +120,7 @@ class Stage:
             self.local_dir = tempfile.mkdtemp(prefix="run_pipeline-stage-")
         self._files: dict[tuple[str, str], str] = {}
         self._uploaded: dict[tuple[str, str], str] = {}
+        self._made: set[str] = set()  # local directories known to exist
 
     def new_file(self, kind: str, name: str) -> str:
         """A fresh local path for the file that will be placed as `name` in table `kind`."""
@@ -148,8 +149,11 @@ class Stage:
         fs = self.root.fs
         parent = final_path.rsplit("/", 1)[0]
         if self.root.is_local:
-            fs.create_dir(parent, recursive=True)
-            fs.move(self._files[(kind, name)], final_path)
+            # A run places up to eight files into six directories: each is made once.
+            if parent not in self._made:
+                os.makedirs(parent, exist_ok=True)
+                self._made.add(parent)
+            os.replace(self._files[(kind, name)], final_path)
         elif (kind, name) in self._uploaded:
             fs.move(self._uploaded.pop((kind, name)), final_path)
         else:

@@ -53,6 +53,8 @@ class FakeTransport:
             run = {"historyKeys": {"keys": {}, "lastStep": last}, "eventsLineCount": self.events_count}
             if variables["parquet"]:
                 run["parquetHistory"] = {"parquetUrls": ["http://storage/x.parquet"]}
+            if variables.get("events"):
+                run["events"] = [json.dumps(e) for e in self.events[: variables["samples"]]]
         elif query is queries.RUN_COUNTED_EVENTS:
             run = {"eventsLineCount": self.events_count,
                    "events": [json.dumps(e) for e in self.events[: variables["samples"]]]}
@@ -147,3 +149,49 @@ def test_server_without_events_line_count(tmp_path):
     assert [r["_step"] for b in run.iter_history_batches() for r in batch_to_rows(b)] == list(range(150))
     assert sum(b.num_rows for b in run.iter_system_metrics_batches()) == 10
     assert any(c[0] is queries.RUN_FULL_EVENTS and c[1]["samples"] > 10 for c in fake.calls)
+
+
+def test_an_export_plans_history_and_reads_system_metrics_in_one_request(tmp_path):
+    events = [{"_timestamp": float(i), "system.cpu": 1.0} for i in range(10)]
+    fake = FakeTransport(tmp_path, list(range(100)), list(range(60, 150)), events, 10)
+    run = make_run(fake)
+    assert sum(b.num_rows for b in run.iter_history_batches(page_size=100, with_system_metrics=True)) == 150
+    rows = [r for b in run.iter_system_metrics_batches() for r in batch_to_rows(b)]
+    assert [r["_timestamp"] for r in rows] == [float(i) for i in range(10)]
+    kinds = [c[0] if c[0] == "download" else c[0].split("(")[0].split()[-1] for c in fake.calls]
+    assert kinds == ["RunHistoryPlan", "download", "HistoryPage"]
+    # The rows were taken once: a later read asks the server again.
+    assert sum(b.num_rows for b in run.iter_system_metrics_batches()) == 10
+    assert [c for c in fake.calls if c[0] is queries.RUN_COUNTED_EVENTS]
+
+
+def test_system_metrics_short_of_their_count_in_the_plan_are_asked_again(tmp_path):
+    # The plan's rows fall short of its count (a server capping `samples`): they are not
+    # used, and the counted read that follows gets all of them or says what is missing.
+    events = [{"_timestamp": float(i), "system.cpu": 1.0} for i in range(10)]
+    fake = FakeTransport(tmp_path, [0], [], events[:7], 10)
+    run = make_run(fake)
+    list(run.iter_history_batches(with_system_metrics=True))
+    fake.events = events
+    assert sum(b.num_rows for b in run.iter_system_metrics_batches()) == 10
+    asked = [c[1]["samples"] for c in fake.calls if c[0] is queries.RUN_COUNTED_EVENTS]
+    assert asked == [10]
+
+
+def test_a_server_refusing_system_metrics_in_the_plan_is_asked_without_them(tmp_path):
+    events = [{"_timestamp": float(i), "system.cpu": 1.0} for i in range(10)]
+    fake = FakeTransport(tmp_path, list(range(100)), [], events, 10)
+    graphql = fake.graphql
+
+    def refuse_events(query, variables=None):
+        if query is queries.RUN_HISTORY_PLAN and (variables or {}).get("events"):
+            fake.calls.append((query, dict(variables)))
+            raise WandbQueryError("samples: too large")
+        return graphql(query, variables)
+
+    fake.graphql = refuse_events
+    run = make_run(fake)
+    assert sum(b.num_rows for b in run.iter_history_batches(with_system_metrics=True)) == 100
+    assert sum(b.num_rows for b in run.iter_system_metrics_batches()) == 10
+    kinds = [c[0] if c[0] == "download" else c[0].split("(")[0].split()[-1] for c in fake.calls]
+    assert kinds == ["RunHistoryPlan", "RunHistoryPlan", "download", "RunCountedEvents"]
