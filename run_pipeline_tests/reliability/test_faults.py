@@ -107,8 +107,10 @@ def test_exporter_under_faults_lands_what_a_fault_free_export_lands(emulator, ba
     injected = dict(emulator.app.faults.injected)
     emulator.clear_faults()
     assert found == sorted(f"{ENTITY}/{p}/{r}" for p in PROJECTS for r in dataset_run_ids(emulator.dataset_dir, p))
-    # Each seed's sequence of draws is fixed, and over the whole dataset every kind fires.
-    assert_faults_bit(injected, requests_faulted_at_least=40)
+    # Each seed's sequence of draws is fixed, and over the whole dataset every kind fires. From
+    # exported Parquet a run costs two requests (the plan, which carries the system metrics,
+    # and the download): seed 0 faults 21 of them.
+    assert_faults_bit(injected, requests_faulted_at_least=20)
     assert set(injected) == set(FAULT_KINDS), injected
     assert_same_content(tmp_path / "wh", base_root, expected, f"seed {seed}, parquet mode {mode}, faults {injected}")
 
