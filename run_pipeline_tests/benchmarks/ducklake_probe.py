@@ -16,6 +16,7 @@ files and on one long-form file sorted by key (the ideal layout of the benchmark
 from __future__ import annotations
 
 import glob
+import importlib.util
 import os
 import shutil
 import statistics
@@ -27,20 +28,19 @@ from pathlib import Path
 import duckdb
 import duckdb_extension_ducklake
 
-SQL = """
-WITH m AS (
-    SELECT entity, project, run_id, step, value FROM {table} WHERE key = $metric
-),
-bounds AS (
-    SELECT entity, project, run_id, min(step) AS first_step, max(step) AS last_step
-    FROM m GROUP BY entity, project, run_id
-)
-SELECT m.entity, m.project, m.run_id, avg(m.value) AS mean_value, count(*) AS points
-FROM m JOIN bounds AS b USING (entity, project, run_id)
-WHERE m.step >= b.last_step - (b.last_step - b.first_step) * 0.1
-GROUP BY m.entity, m.project, m.run_id
-ORDER BY m.entity, m.project, m.run_id
-"""
+
+def _examples():
+    """The warehouse's examples module, loaded by path: it imports only the standard library,
+    and nothing else of run_pipeline is importable beside DuckDB 1.5."""
+    path = Path(__file__).resolve().parents[2] / "run_pipeline" / "warehouse" / "examples.py"
+    spec = importlib.util.spec_from_file_location("run_pipeline_examples", path)
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module  # dataclasses look their module up by name
+    spec.loader.exec_module(module)
+    return module
+
+
+SQL = _examples().MEAN_OVER_LAST_10_PERCENT.replace("FROM metrics", "FROM {table}")
 
 
 def timed(con, sql: str, metric: str) -> float:
