@@ -96,9 +96,10 @@ class RunExport:
         return self.history_rows_total >= self.source_history_rows
 
     def describe(self) -> str:
-        return (f"{self.state}, {self.mode} history export: {self.history_rows_written} rows written, "
+        # The run's state comes last and is named: "failed" first read as the export failing.
+        return (f"{self.mode} history export: {self.history_rows_written} rows written, "
                 f"{self.history_rows_total} in the warehouse (server: {self.source_history_rows}), "
-                f"{self.system_rows_total} system rows, {self.seconds:.2f}s")
+                f"{self.system_rows_total} system rows, {self.seconds:.2f}s (W&B state: {self.state})")
 
 
 def export_run(root: Root, run: RunRecord | Mapping[str, Any], history: HistorySource | None = None,
