@@ -18,7 +18,7 @@ import orjson
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from run_pipeline.client.codec import may_be_rounded, parse_json
+from run_pipeline.client.codec import loads_lenient, may_be_rounded, parse_json
 from run_pipeline.client.ndjson_page import (
     SPLIT,
     float_leaf_kinds,
@@ -188,18 +188,12 @@ def _exact_rows(strings: Sequence[str], keys: set[str], check: bool = True) -> l
     try:
         rows = orjson.loads("[" + ",".join(strings) + "]")
     except orjson.JSONDecodeError:  # NaN/Infinity tokens somewhere on the page
-        rows = [_loads_lenient(s) for s in strings]
+        rows = [loads_lenient(s) for s in strings]
     if check and may_be_rounded([row.get(k) for row in rows for k in keys]):
         rows = [row if not may_be_rounded([row.get(k) for k in keys]) else parse_json(s)
                 for row, s in zip(rows, strings)]
     return rows
 
-
-def _loads_lenient(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return parse_json(text)
 
 
 def strings_to_batch(strings: Sequence[str], first: Sequence[str] = (STEP,)) -> pa.RecordBatch:

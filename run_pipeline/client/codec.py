@@ -71,3 +71,12 @@ def parse_json(data: bytes | str) -> Any:
         return json.loads(data, strict=False)
     except RecursionError:  # nested deeper than the stdlib follows (a deep config)
         return deep_json.loads(data)
+
+
+def loads_lenient(text: str) -> Any:
+    """orjson's reading of one JSON text, the exact parser's for what orjson refuses (NaN and
+    Infinity tokens); the caller checks the result for rounded integers (`may_be_rounded`)."""
+    try:
+        return orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return parse_json(text)

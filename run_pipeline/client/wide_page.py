@@ -22,7 +22,7 @@ import numpy as np
 import orjson
 import pyarrow as pa
 
-from run_pipeline.client.codec import may_be_rounded, parse_json
+from run_pipeline.client.codec import loads_lenient, may_be_rounded, parse_json
 from run_pipeline.shared_values import assign_lanes, lane_arrays, zeros
 
 #: A page is read here when rows sampled from it name at least this many distinct keys...
@@ -68,17 +68,11 @@ def parse_page(strings: Sequence[str], exact: bool = True) -> list[Any]:
     try:
         rows = orjson.loads("[" + ",".join(strings) + "]")
     except orjson.JSONDecodeError:
-        rows = [_loads(s) for s in strings]
+        rows = [loads_lenient(s) for s in strings]
     if exact and may_be_rounded(rows):
         rows = [row if not may_be_rounded(row) else parse_json(s) for row, s in zip(rows, strings)]
     return rows
 
-
-def _loads(text: str) -> Any:
-    try:
-        return orjson.loads(text)
-    except orjson.JSONDecodeError:
-        return parse_json(text)
 
 
 def _numeric_kind(values: list[Any]) -> int | None:
