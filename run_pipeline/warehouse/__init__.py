@@ -3,6 +3,7 @@ catalog of views over it. Plain Python: no orchestrator import."""
 
 from .api import Warehouse
 from .catalog import connect, refresh_catalog, view_statements
+from .compaction import CompactResult
 from .errors import (
     WarehouseCatalogError,
     WarehouseDataError,
@@ -37,7 +38,7 @@ from .series import (
 from .state import RunState, iter_run_states, last_exported_step, read_state
 
 __all__ = [
-    "EXAMPLES", "FULL", "INCREMENTAL", "TABLES", "UNCHANGED", "HistorySource", "MetadataResult", "RunExport",
+    "EXAMPLES", "FULL", "CompactResult", "INCREMENTAL", "TABLES", "UNCHANGED", "HistorySource", "MetadataResult", "RunExport",
     "RunKey", "RunRecord", "RunState", "SeriesResult", "SystemSource", "Warehouse", "WarehouseCatalogError",
     "WarehouseDataError", "WarehouseError", "WarehouseLockError", "WarehousePathError", "WarehouseRoot", "connect",
     "decode_partition_value", "delete_run", "encode_partition_value", "export_run", "iter_run_states",

@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 
 import pyarrow.fs as pafs
 
-from . import catalog, deletions, export, exported, state
+from . import catalog, compaction, deletions, export, exported, state
 from .layout import HISTORY, RunKey, WarehouseRoot
 from .lock import run_lock
 from .records import RunRecord
@@ -98,6 +98,21 @@ class Warehouse:
     def last_exported_step(self, run: RunKey) -> int:
         """Last committed history step of a run; -1 when none."""
         return state.last_exported_step(self.root, run)
+
+    def compact(self, entity: str | None = None, project: str | None = None, *,
+                min_runs: int = compaction.MIN_RUNS) -> list[compaction.CompactResult]:
+        """Pack the long-form `metrics` of finished runs into a few files per project (see
+        `compaction.py`): every project, those of `entity`, or one. Refreshes the catalog of a
+        local root when a pack was written. Returns one result per project looked at."""
+        results = []
+        for e, p in compaction.projects(self.root):
+            if (entity is not None and e != entity) or (project is not None and p != project):
+                continue
+            states = {run_id: s for run_id, (s, _) in exported.exported_states(self.root, e, p).items()}
+            results.append(compaction.compact_project(self.root, e, p, states, min_runs=min_runs))
+        if self.root.is_local and any(r.packs or r.recovered for r in results):
+            self.refresh_catalog()
+        return results
 
     def refresh_catalog(self, database: str | os.PathLike | None = None, *, force: bool = False) -> dict:
         """(Re)create the DuckDB views, unless they are up to date or `force` (see

@@ -29,6 +29,7 @@ from .errors import WarehouseCatalogError
 from .layout import (
     HISTORY,
     METRICS,
+    METRICS_PACKS,
     PARQUET_SUFFIX,
     RUN_CONFIG,
     RUN_DELETIONS,
@@ -93,6 +94,8 @@ def view_sql(root: WarehouseRoot, table: str, *, empty: bool = False, deletions:
         cols = ", ".join(f"CAST(NULL AS {t}) AS {name}" for name, t in EMPTY_COLUMNS[table])
         return f"CREATE OR REPLACE VIEW {table} AS SELECT {cols} WHERE false"
     select = f"SELECT {_PROJECTIONS[table]} FROM {read_parquet_sql(root, table)}"
+    if table == METRICS:
+        select = _metrics_select(root)
     if table == RUNS:
         if deletions:
             marks = f"SELECT {_IDS}, CAST(deleted_at AS TIMESTAMP) AS deleted_at FROM {read_parquet_sql(root, RUN_DELETIONS)}"
@@ -102,9 +105,32 @@ def view_sql(root: WarehouseRoot, table: str, *, empty: bool = False, deletions:
     return f"CREATE OR REPLACE VIEW {table} AS {select}"
 
 
+def _metrics_select(root: WarehouseRoot) -> str:
+    """The `metrics` rows: runs' own files, and the packs of finished runs (`packs.py`), whose
+    run id is a column instead of a directory. Each source only once it has a file: DuckDB
+    fails on a glob that matches nothing."""
+    selects = []
+    if _any_file(root, METRICS):
+        selects.append(f"SELECT {_PROJECTIONS[METRICS]} FROM {read_parquet_sql(root, METRICS)}")
+    if _any_file(root, METRICS_PACKS):
+        packs = (f"read_parquet({_literal(f'{root.uri}/{METRICS_PACKS}/*/*/*{PARQUET_SUFFIX}')}, "
+                 "hive_partitioning = true, hive_types_autocast = false, "
+                 "hive_types = {'entity': 'VARCHAR', 'project': 'VARCHAR'})")
+        selects.append(f"SELECT {_PROJECTIONS[METRICS]} FROM {packs}")
+    return " UNION ALL ".join(selects)
+
+
 def has_files(root: WarehouseRoot, table: str) -> bool:
-    """Whether the table has at least one committed Parquet file (stops at the first)."""
-    return next(_parquet_files(root.fs, root.path(table), depth=3), None) is not None
+    """Whether the table has at least one committed Parquet file (stops at the first); for
+    `metrics`, in runs' own files or in packs."""
+    if table == METRICS:
+        return _any_file(root, METRICS) or _any_file(root, METRICS_PACKS)
+    return _any_file(root, table)
+
+
+def _any_file(root: WarehouseRoot, table: str) -> bool:
+    depth = 2 if table == METRICS_PACKS else 3
+    return next(_parquet_files(root.fs, root.path(table), depth=depth), None) is not None
 
 
 def _parquet_files(fs: pafs.FileSystem, directory: str, depth: int) -> Iterator[str]:

@@ -15,6 +15,9 @@ from .errors import WarehousePathError
 RUNS, RUN_CONFIG, RUN_SUMMARY = "runs", "run_config", "run_summary"
 HISTORY, SYSTEM_METRICS, METRICS = "history", "system_metrics", "metrics"
 TABLES = (RUNS, RUN_CONFIG, RUN_SUMMARY, HISTORY, SYSTEM_METRICS, METRICS)
+#: The long-form `metrics` of many finished runs of a project in one file (see `packs.py`):
+#: `metrics_packs/entity=E/project=P/pack-<id>.parquet`, the run id a column of the file.
+METRICS_PACKS = "metrics_packs"
 #: Marks of runs deleted on the server (see `deletions.py`): read by the `runs` view, no view of its own.
 RUN_DELETIONS = "run_deletions"
 #: Temporary files live here, outside every table directory, so no view glob can see them.
@@ -71,6 +74,12 @@ def partition_component(key: str, value: str) -> str:
             f"{key} {value[:40]!r}… is too long for a directory name once encoded "
             f"({len(component.encode('utf-8'))} > {_MAX_COMPONENT_BYTES} bytes)")
     return component
+
+
+def project_token(entity: str, project: str) -> str:
+    """A short, path-safe name unique to a project (never equal to a run's `RunKey.token`)."""
+    raw = "\0".join(("project", entity, project)).encode("utf-8", "surrogatepass")
+    return hashlib.sha256(raw).hexdigest()[:32]
 
 
 @dataclass(frozen=True)
@@ -156,6 +165,9 @@ class WarehouseRoot:
 
     def run_dir(self, table: str, run: RunKey) -> str:
         return self.path(table, *run.components())
+
+    def project_dir(self, table: str, entity: str, project: str) -> str:
+        return self.path(table, partition_component("entity", entity), partition_component("project", project))
 
     def staging_dir(self, table: str, run: RunKey) -> str:
         """Per-run staging directory, one level below `_staging/<table>/` so cleaning up leaves

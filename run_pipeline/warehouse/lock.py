@@ -23,7 +23,7 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 
 from .errors import WarehouseLockError
-from .layout import STAGING, RunKey, WarehouseRoot
+from .layout import STAGING, RunKey, WarehouseRoot, project_token
 from .objectlock import STALE_SECONDS, object_lock
 
 LOCKS = "locks"
@@ -43,14 +43,32 @@ def run_lock(root: WarehouseRoot, run: RunKey, timeout: float | None = None) -> 
     """Hold the run's write lock (a file lock on local roots, a lock object on object stores).
     Waits for another writer of the same run; with `timeout` (seconds) gives up with
     `WarehouseLockError` naming the run. Re-entrant within a thread."""
-    path = lock_path(root, run)
+    with _hold(root, lock_path(root, run), f"run {run.entity}/{run.project}/{run.run_id}",
+               "another export of it", timeout):
+        yield
+
+
+def packs_lock_path(root: WarehouseRoot, entity: str, project: str) -> str:
+    return root.path(STAGING, LOCKS, f"packs-{project_token(entity, project)}.lock")
+
+
+@contextmanager
+def packs_lock(root: WarehouseRoot, entity: str, project: str, timeout: float | None = None) -> Iterator[None]:
+    """Hold the lock of a project's metrics packs (see `packs.py`): whoever writes a pack file
+    holds it. Taken after a run's lock, never before one that it waits for."""
+    with _hold(root, packs_lock_path(root, entity, project), f"metrics packs of {entity}/{project}",
+               "another writer of them", timeout):
+        yield
+
+
+@contextmanager
+def _hold(root: WarehouseRoot, path: str, what: str, holder: str, timeout: float | None) -> Iterator[None]:
     held = _held.__dict__.setdefault("paths", set())
     if path in held:
         yield
         return
     if not root.is_local:
-        with object_lock(root.fs, path, f"run {run.entity}/{run.project}/{run.run_id}", timeout=timeout,
-                         stale_after=STALE_SECONDS):
+        with object_lock(root.fs, path, what, timeout=timeout, stale_after=STALE_SECONDS):
             held.add(path)
             try:
                 yield
@@ -71,8 +89,7 @@ def run_lock(root: WarehouseRoot, run: RunKey, timeout: float | None = None) -> 
                 except BlockingIOError:
                     if time.monotonic() >= deadline:
                         raise WarehouseLockError(
-                            f"run {run.entity}/{run.project}/{run.run_id}: another export of it has held "
-                            f"{path} for more than {timeout:g}s") from None
+                            f"{what}: {holder} has held {path} for more than {timeout:g}s") from None
                     time.sleep(_POLL_SECONDS)
         held.add(path)
         try:

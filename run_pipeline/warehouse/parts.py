@@ -76,16 +76,27 @@ class PartInfo:
     columns: dict[str, str]
     metrics_rows: int = 0
     bytes: int = 0
+    #: The metrics pack holding this part's long form (`packs.py`); None: its own `metrics` file.
+    pack: str | None = None
 
     def to_json(self) -> dict[str, Any]:
-        return {"name": self.name, "rows": self.rows, "first": self.first, "last": self.last,
-                "columns": [[k, t] for k, t in self.columns.items()], "metrics_rows": self.metrics_rows,
-                "bytes": self.bytes}
+        d = {"name": self.name, "rows": self.rows, "first": self.first, "last": self.last,
+             "columns": [[k, t] for k, t in self.columns.items()], "metrics_rows": self.metrics_rows,
+             "bytes": self.bytes}
+        if self.pack is not None:
+            d["pack"] = self.pack
+        return d
 
     @classmethod
     def from_json(cls, d: dict[str, Any]) -> PartInfo:
         return cls(d["name"], int(d["rows"]), d.get("first"), d.get("last"),
-                   {k: t for k, t in d["columns"]}, int(d.get("metrics_rows", 0)), int(d.get("bytes", 0)))
+                   {k: t for k, t in d["columns"]}, int(d.get("metrics_rows", 0)), int(d.get("bytes", 0)),
+                   d.get("pack"))
+
+    @property
+    def metrics_file(self) -> bool:
+        """Whether the part's long form is a file of its own under `metrics/`."""
+        return bool(self.metrics_rows) and self.pack is None
 
 
 def part_name(generation: int, seq: int) -> str:

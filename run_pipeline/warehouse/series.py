@@ -128,7 +128,7 @@ def _export(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, source, stage: S
     """One attempt; None when an incremental fetch missed rows and a callable source can be
     asked again for everything."""
     state = read_state(root, spec.table, run)
-    listing = list_parts(root, spec, run)
+    listing = list_parts(root, spec, run, state)
     consistent = is_consistent(state, listing)
     mode = _decide(state, consistent, spec, incremental, source_last_step, source_rows)
     path = root.location(root.run_dir(spec.table, run))

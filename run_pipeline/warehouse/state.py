@@ -28,6 +28,8 @@ from typing import Any
 
 import pyarrow.fs as pafs
 
+from . import packs
+from .errors import WarehouseError
 from .layout import (
     METRICS,
     PARQUET_SUFFIX,
@@ -131,25 +133,32 @@ class Listing:
 
     series: list[str]
     metrics: list[str]
+    #: Names of the project's committed metrics packs, listed when the manifest refers to one.
+    packs: frozenset[str] = frozenset()
 
     def generation(self) -> int:
         return max((parse_part_name(n)[0] for n in [*self.series, *self.metrics]), default=0)
 
 
-def list_parts(root: WarehouseRoot, spec: SeriesSpec, run: RunKey) -> Listing:
+def list_parts(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, state: RunState | None = None) -> Listing:
     series = [n for n in list_files(root.fs, root.run_dir(spec.table, run)) if n.endswith(PARQUET_SUFFIX)]
     metrics = []
     if spec.metrics:
         metrics = [n for n in list_files(root.fs, root.run_dir(METRICS, run)) if n.endswith(PARQUET_SUFFIX)]
-    return Listing(series, metrics)
+    packed = frozenset()
+    if state is not None and any(p.pack for p in state.parts):
+        packed = frozenset(packs.committed_packs(root, run.entity, run.project))
+    return Listing(series, metrics, packed)
 
 
 def is_consistent(state: RunState | None, listing: Listing) -> bool:
-    """Whether the files on disk are exactly the ones the manifest committed."""
+    """Whether the files on disk are exactly the ones the manifest committed (and the packs it
+    names are committed)."""
     if state is None:
         return not listing.series and not listing.metrics
     return (sorted(p.name for p in state.parts) == listing.series
-            and sorted(p.name for p in state.parts if p.metrics_rows) == listing.metrics)
+            and sorted(p.name for p in state.parts if p.metrics_file) == listing.metrics
+            and all(p.pack in listing.packs for p in state.parts if p.pack))
 
 
 def commit(root: WarehouseRoot, stage: Stage, spec: SeriesSpec, run: RunKey,
@@ -161,15 +170,24 @@ def commit(root: WarehouseRoot, stage: Stage, spec: SeriesSpec, run: RunKey,
         keep = 0
         while keep < min(len(old_parts), len(new.parts)) and old_parts[keep].name == new.parts[keep].name:
             keep += 1
-        doomed = [(p.name, p.name if p.metrics_rows else None) for p in old_parts[keep:]]
+        doomed = [(p.name, p.name if p.metrics_file else None) for p in old_parts[keep:]]
+        # A pack holds all of a run's parts packed together, so a doomed packed part means
+        # the run leaves those packs whole; parts kept never share a pack with a doomed one
+        # (a replace renames every part: new generation).
+        unpack = {p.pack for p in old_parts[keep:] if p.pack}
+        if unpack & {p.pack for p in old_parts[:keep] if p.pack}:
+            raise WarehouseError(f"run {run.path}: a commit would keep part of a metrics pack")
     else:  # debris of an interrupted commit: remove everything listed
         keep = 0
         doomed = [(None, n) for n in listing.metrics] + [(n, None) for n in listing.series]
+        unpack = None  # whichever packs hold the run
     placing = new.parts[keep:]
+    if spec.metrics and (unpack is None or unpack):
+        packs.remove_run(root, run, unpack)
     if doomed:
         for p in placing:  # object stores: upload before deleting, so the gap stays short
             stage.upload(spec.table, p.name)
-            if p.metrics_rows:
+            if p.metrics_file:
                 stage.upload(METRICS, p.name)
     for series_name, metrics_name in reversed(doomed):
         if metrics_name:
@@ -178,15 +196,23 @@ def commit(root: WarehouseRoot, stage: Stage, spec: SeriesSpec, run: RunKey,
             delete_file(root.fs, f"{series_dir}/{series_name}")
     for p in placing:
         stage.place(spec.table, p.name, f"{series_dir}/{p.name}")
-        if p.metrics_rows:
+        if p.metrics_file:
             stage.place(METRICS, p.name, f"{metrics_dir}/{p.name}")
     new.exported_at = datetime.now(timezone.utc).isoformat()
-    write_bytes_file(stage, spec.table, MANIFEST, json.dumps(new.to_json()).encode("utf-8"))
-    stage.place(spec.table, MANIFEST, f"{series_dir}/{MANIFEST}")
+    write_state(stage, spec.table, run, new)
+
+
+def write_state(stage: Stage, table: str, run: RunKey, state: RunState) -> None:
+    """Write a run's manifest, atomically (the last step of every change to its files)."""
+    write_bytes_file(stage, table, MANIFEST, json.dumps(state.to_json()).encode("utf-8"))
+    stage.place(table, MANIFEST, f"{stage.root.run_dir(table, run)}/{MANIFEST}")
 
 
 def delete_series(root: WarehouseRoot, spec: SeriesSpec, run: RunKey) -> None:
-    """Remove a run's series: parts first (newest first), the manifest last."""
+    """Remove a run's series: its rows in metrics packs first, then its parts (newest first),
+    the manifest last."""
+    if spec.metrics:
+        packs.remove_run(root, run)
     listing = list_parts(root, spec, run)
     for name in reversed(listing.metrics):
         delete_file(root.fs, f"{root.run_dir(METRICS, run)}/{name}")
