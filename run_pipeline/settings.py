@@ -4,6 +4,8 @@ TERMINAL_STATES = ("finished", "crashed", "failed", "killed", "preempted")
 #: Every state a W&B run can be in, spelled as the server compares them (lower case).
 RUN_STATES = ("finished", "running", "crashed", "failed", "killed", "preempted", "pending")
 DEFAULT_WAREHOUSE = "warehouse"
+#: Fewest finished runs of a project worth packing their long-form metrics into one file.
+COMPACT_MIN_RUNS = 8
 DEFAULT_BASE_URL = "https://api.wandb.ai"
 RUNS_PARTITIONS = "wandb_runs"
 # Runs listed per GraphQL page when discovering runs, and per sensor tick at most (a tick

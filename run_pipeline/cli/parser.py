@@ -6,8 +6,11 @@ import argparse
 import re
 from pathlib import Path
 
+from run_pipeline.settings import COMPACT_MIN_RUNS
+
 from . import checks
 from .codes import EXIT_USAGE, exit_code_table
+from .compacting import cmd_compact
 from .exporting import DEFAULT_WORKERS, cmd_demo, cmd_export
 from .local import cmd_emulator, cmd_sample_data
 from .pruning import cmd_prune, deleted_before
@@ -141,6 +144,19 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--dagster-partitions", action="store_true",
                    help="also delete their partitions from the Dagster instance in $DAGSTER_HOME")
     p.set_defaults(func=cmd_prune)
+
+    p = command("compact", "pack finished runs' long-form metrics into a few files per project",
+                "The metrics view reads one file per exported run; a query across many runs pays for each. This "
+                "moves the long form of runs in a final state (finished, crashed, failed, killed, preempted) into a "
+                "few files per project, sorted by key, atomically (the view's rows stay the same), then refreshes "
+                "the catalog. Runs an export holds at that moment are left for the next time. Harmless to repeat.")
+    p.add_argument("--warehouse", default=None, help=warehouse_help)
+    p.add_argument("--entity", default=None, help="only this entity (default $WANDB_ENTITY; neither: every entity)")
+    p.add_argument("--project", type=checks.names, action="extend", default=None, metavar="P[,P...]",
+                   help="only these projects, comma-separated or repeated (default: every project)")
+    p.add_argument("--min-runs", type=checks.whole_number(1), default=COMPACT_MIN_RUNS, metavar="N",
+                   help=f"write a pack only when at least N runs of a project qualify (default {COMPACT_MIN_RUNS})")
+    p.set_defaults(func=cmd_compact)
 
     p = command("sample-data", "write a deterministic sample dataset in the emulator's format",
                 "Write a deterministic, realistic W&B-like dataset (see README, 'Dataset format').")

@@ -29,7 +29,11 @@ from .checks import (
     failure_description,
     partition_materializations,
 )
-from .partitions import decode_partition_key, encode_partition_key, wandb_runs_partitions
+from .partitions import (
+    decode_partition_key,
+    encode_partition_key,
+    wandb_runs_partitions,
+)
 from .resources import WandbResource, WarehouseResource
 
 GROUP = "wandb"
@@ -45,7 +49,9 @@ DESCRIPTIONS = {
 VIEWS = {"wandb_runs": RUNS, "wandb_run_config": RUN_CONFIG, "wandb_run_summary": RUN_SUMMARY,
          "wandb_run_history": HISTORY, "wandb_run_system_metrics": SYSTEM_METRICS}
 CATALOG_DESCRIPTION = ("One DuckDB view per warehouse table (runs, run_config, run_summary, history, system_metrics, "
-                       "metrics) over the Parquet partitions; the only writer of warehouse.duckdb.")
+                       "metrics) over the Parquet partitions; the only writer of warehouse.duckdb. Each "
+                       "materialization first packs finished runs' long-form metrics into a few files per project "
+                       "(as `run-pipeline compact` does), so queries across runs read few files.")
 # Plain eager() waits until every parent partition has been materialized once, so one run
 # that keeps failing (or a partition added but not yet run) would stop refreshes for good.
 CATALOG_AUTOMATION = dg.AutomationCondition.eager().without(~dg.AutomationCondition.any_deps_missing())
@@ -142,7 +148,13 @@ def build_catalog(deps: Sequence[dg.AssetKey] | None = None, *, key: dg.AssetKey
               deps=list(deps or [dg.AssetKey(t) for t in RUN_ASSETS]),
               automation_condition=automation_condition, description=CATALOG_DESCRIPTION)
     def _catalog(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
-        info = warehouse.get_warehouse().refresh_catalog()
+        store = warehouse.get_warehouse()
+        packed = store.compact()
+        for result in packed:
+            if result.runs or result.recovered or result.busy:
+                context.log.info(result.describe())
+        info = store.refresh_catalog()
+        info = {**info, "packed_runs": sum(r.runs for r in packed), "packs_written": sum(len(r.packs) for r in packed)}
         return dg.MaterializeResult(metadata={k: v for k, v in info.items() if isinstance(v, (int, float, str))})
 
     return _catalog

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import os
-from collections.abc import Iterator, Mapping
+from collections.abc import Iterable, Iterator, Mapping
 from contextlib import AbstractContextManager
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
@@ -99,20 +99,26 @@ class Warehouse:
         """Last committed history step of a run; -1 when none."""
         return state.last_exported_step(self.root, run)
 
-    def compact(self, entity: str | None = None, project: str | None = None, *,
+    def compact(self, entity: str | None = None, projects: Iterable[str] | None = None, *,
                 min_runs: int = compaction.MIN_RUNS) -> list[compaction.CompactResult]:
         """Pack the long-form `metrics` of finished runs into a few files per project (see
-        `compaction.py`): every project, those of `entity`, or one. Refreshes the catalog of a
-        local root when a pack was written. Returns one result per project looked at."""
+        `compaction.py`): every project, those of `entity`, or the named `projects` of it.
+        Refreshes the catalog of a local root when a pack was written. Returns one result per
+        project looked at."""
+        wanted = None if projects is None else set(projects)
         results = []
-        for e, p in compaction.projects(self.root):
-            if (entity is not None and e != entity) or (project is not None and p != project):
+        for e, p in self.projects():
+            if (entity is not None and e != entity) or (wanted is not None and p not in wanted):
                 continue
             states = {run_id: s for run_id, (s, _) in exported.exported_states(self.root, e, p).items()}
             results.append(compaction.compact_project(self.root, e, p, states, min_runs=min_runs))
         if self.root.is_local and any(r.packs or r.recovered for r in results):
             self.refresh_catalog()
         return results
+
+    def projects(self) -> list[tuple[str, str]]:
+        """Every (entity, project) with a run in the warehouse."""
+        return compaction.projects(self.root)
 
     def refresh_catalog(self, database: str | os.PathLike | None = None, *, force: bool = False) -> dict:
         """(Re)create the DuckDB views, unless they are up to date or `force` (see

@@ -33,7 +33,7 @@ from dataclasses import dataclass
 
 import pyarrow.fs as pafs
 
-from run_pipeline.settings import TERMINAL_STATES
+from run_pipeline.settings import COMPACT_MIN_RUNS, TERMINAL_STATES
 
 from . import packs
 from .errors import WarehouseDataError, WarehouseLockError
@@ -56,7 +56,7 @@ PACK_ROWS = 8 * 1024 * 1024
 #: A run with more long-form rows than this keeps its own files.
 LARGE_RUN_ROWS = PACK_ROWS // 4
 #: Fewest runs worth writing a pack for.
-MIN_RUNS = 8
+MIN_RUNS = COMPACT_MIN_RUNS
 
 
 @dataclass(frozen=True)
