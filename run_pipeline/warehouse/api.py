@@ -105,7 +105,7 @@ class Warehouse:
         `compaction.py`): every project, those of `entity`, or the named `projects` of it.
         Refreshes the catalog of a local root when a pack was written. Returns one result per
         project looked at."""
-        wanted = None if projects is None else set(projects)
+        wanted = None if projects is None else {projects} if isinstance(projects, str) else set(projects)
         results = []
         for e, p in self.projects():
             if (entity is not None and e != entity) or (wanted is not None and p not in wanted):

@@ -93,12 +93,14 @@ def targets(bench: Bench) -> list[str]:
     if d:
         x = d["seconds"] / d["ideal_seconds"]
         out.append(f"- DuckDB mean over the last 10% of steps (train/loss, {d['rows']} runs, {d['points']:,} "
-                   f"metric points): warehouse {d['seconds'] * 1000:.0f} ms, ideal layout (one long-form file "
-                   f"sorted by key) {d['ideal_seconds'] * 1000:.0f} ms = {x:.2f}× (target ≤ 1.5×): "
-                   f"{'OK' if x <= 1.5 else 'MISSED'}")
+                   f"metric points): warehouse after `compact` {d['seconds'] * 1000:.0f} ms ({d['files']} files), "
+                   f"ideal layout (one long-form file sorted by key) {d['ideal_seconds'] * 1000:.0f} ms = {x:.2f}× "
+                   f"(target ≤ 1.5×): {'OK' if x <= 1.5 else 'MISSED'}")
+        out.append(f"  - as exported, before compaction: {d['loose_seconds'] * 1000:.0f} ms ({d['loose_files']} "
+                   f"files) = {d['loose_seconds'] / d['ideal_seconds']:.2f}× the ideal; compacting "
+                   f"{d['packed_runs']} runs took {d['compact_seconds']:.2f}s ({d['compact_cpu']:.2f} CPU-s)")
         if x > 1.5:
-            out.append(f"  - over by {x / 1.5 - 1:.0%}: the warehouse keeps one metrics file per run so that a "
-                       f"run is replaced atomically, and DuckDB pays per file: {d.get('files', '?')} files "
+            out.append(f"  - over by {x / 1.5 - 1:.0%}: DuckDB pays per file, {d.get('files', '?')} files "
                        f"against one")
     return out
 
