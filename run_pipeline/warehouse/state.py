@@ -2,7 +2,8 @@
 manifest, the part files and what the views see in step.
 
 State lives in `<table>/entity=E/project=P/run_id=R/_manifest.json` (`table` is `history` or
-`system_metrics`; the history manifest also covers the run's `metrics` parts). It records the
+`system_metrics`; the history manifest also covers the run's `metrics` parts, and names the
+pack holding a part's long form once compaction moved it, see `packs.py`). It records the
 committed parts in step order (name, rows, step range, column types), the run-level column
 names and types, the total rows and the last exported step. The views never read it (their glob
 is `*.parquet`); it is what the next export trusts.
