@@ -169,7 +169,7 @@ def _pack(root: WarehouseRoot, entity: str, project: str, group: list[_Candidate
     name = packs.new_pack_name()
     expected = sum(c.rows for c in group)
     with packs.Scratch(root, entity, project) as scratch, packs.duckdb_connection(scratch.dir) as con:
-        sources = [(c.run.run_id, scratch.local(f"{root.run_dir(METRICS, c.run)}/{p.name}"))
+        sources = [scratch.local(f"{root.run_dir(METRICS, c.run)}/{p.name}")
                    for c in group for p in c.state.parts if p.metrics_file]
         out = scratch.new_file(name)
         rows = packs.write_pack(con, sources, out, [c.run.run_id for c in group])

@@ -49,7 +49,7 @@ RUNS_METADATA = "run_pipeline.runs"
 #: statistics let a key filter skip the rest.
 ROW_GROUP_ROWS = 122_880
 #: What a pack is written with: memory DuckDB may use before it spills the sort to disk.
-MEMORY_LIMIT = "512MB"
+MEMORY_LIMIT = "128MB"
 
 
 def pack_dir(root: WarehouseRoot, entity: str, project: str) -> str:
@@ -94,25 +94,29 @@ def duckdb_connection(scratch: str) -> Iterator:
     """A DuckDB connection for writing packs: bounded memory, spilling into `scratch`."""
     import duckdb  # here, not at module level: exporting never needs it
 
-    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": os.path.join(scratch, "spill"),
-                                 "preserve_insertion_order": True})
+    con = duckdb.connect(config={"memory_limit": MEMORY_LIMIT, "temp_directory": os.path.join(scratch, "spill")})
     try:
+        con.execute("SET enable_progress_bar = false")
         yield con
     finally:
         con.close()
 
 
-def write_pack(con, sources: list[tuple[str | None, str]], out_path: str, runs: list[str], *,
+def write_pack(con, sources: list[str], out_path: str, runs: list[str], *, packed: bool = False,
                order: bool = True, where: str = "") -> int:
-    """Write a pack to `out_path` from `sources` (run id, local Parquet file): a run's own
-    `metrics` file (columns step, key, value), or with run id None a pack (run_id too).
-    `runs` are the run ids it will hold. Returns its rows."""
-    parts = []
-    for run_id, path in sources:
-        columns = "run_id" if run_id is None else f"{_literal(run_id)} AS run_id"
-        parts.append(f"SELECT {columns}, step, CAST(key AS VARCHAR) AS key, value FROM read_parquet({_literal(path)})")
-    query = f"SELECT * FROM ({' UNION ALL '.join(parts)}) {where}" + (" ORDER BY key, run_id, step" if order else "")
+    """Write a pack to `out_path` from the local Parquet files `sources`: runs' own `metrics`
+    files (columns step, key, value) in `run_id=<encoded id>` directories, or with `packed`
+    packs (run_id a column). `runs` are the run ids it will hold. Returns its rows."""
+    files = "[" + ", ".join(_literal(p) for p in sources) + "]"
+    if packed:
+        scan = f"SELECT run_id, step, CAST(key AS VARCHAR) AS key, value FROM read_parquet({files})"
+    else:
+        scan = (f"SELECT run_id, step, CAST(key AS VARCHAR) AS key, value FROM read_parquet({files}, "
+                "hive_partitioning = true, hive_types_autocast = false, hive_types = {'run_id': 'VARCHAR'})")
+    query = f"SELECT * FROM ({scan}) {where}" + (" ORDER BY key, run_id, step" if order else "")
     metadata = json.dumps(sorted(runs), ensure_ascii=True)
+    # A sort needs no insertion order (keeping it costs memory); a filtered copy keeps it.
+    con.execute(f"SET preserve_insertion_order = {'false' if order else 'true'}")
     con.execute(f"COPY ({query}) TO {_literal(out_path)} (FORMAT parquet, COMPRESSION zstd, "
                 f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, KV_METADATA {{{_literal(RUNS_METADATA)}: {_literal(metadata)}}})")
     return pq.read_metadata(out_path).num_rows
@@ -133,10 +137,13 @@ class Scratch:
             self.dir = tempfile.mkdtemp(prefix="run_pipeline-pack-")
 
     def local(self, path: str) -> str:
-        """A local path to read the file `path` of the root from (a download on object stores)."""
+        """A local path to read the file `path` of the root from (a download on object stores,
+        into a directory of the same name as the file's, so a `run_id=` directory stays one)."""
         if self.root.is_local:
             return path
-        target = os.path.join(self.dir, f"{uuid.uuid4().hex}-{os.path.basename(path)}")
+        parent = os.path.join(self.dir, uuid.uuid4().hex, path.rsplit("/", 2)[-2])
+        os.makedirs(parent)
+        target = os.path.join(parent, os.path.basename(path))
         pafs.copy_files(path, target, source_filesystem=self.root.fs, destination_filesystem=pafs.LocalFileSystem())
         return target
 
@@ -199,7 +206,8 @@ def remove_runs(root: WarehouseRoot, entity: str, project: str, path: str, run_i
         out = scratch.new_file(os.path.basename(path))
         excluded = ", ".join(_literal(r) for r in sorted(gone))
         # Rows stay in the pack's order (DuckDB keeps insertion order), so no sort is needed.
-        rows = write_pack(con, [(None, source)], out, left, order=False, where=f"WHERE run_id NOT IN ({excluded})")
+        rows = write_pack(con, [source], out, left, packed=True, order=False,
+                          where=f"WHERE run_id NOT IN ({excluded})")
         scratch.replace(out, path)
     return rows
 
