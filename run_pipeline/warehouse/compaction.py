@@ -32,6 +32,7 @@ from contextlib import ExitStack
 from dataclasses import dataclass
 
 import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 
 from run_pipeline.settings import COMPACT_MIN_RUNS, TERMINAL_STATES
 
@@ -116,16 +117,28 @@ def compact_project(root: WarehouseRoot, entity: str, project: str, states: Mapp
     with packs_lock(root, entity, project):
         recovered = recover(root, entity, project)
         chosen, busy = _candidates(root, entity, project, states, max_rows)
+        locked = list(chosen)
         try:
             written: list[str] = []
             rows = 0
             if len(chosen) >= max(min_runs, 1):
-                for group in _groups(chosen, max_rows):
+                base = _base_pack(root, entity, project, max_rows)
+                rest = list(chosen)
+                if base is not None:  # the smallest pack with room grows first
+                    name, held = base
+                    group, room = [], max_rows - held
+                    while rest and rest[0].rows <= room:
+                        room -= rest[0].rows
+                        group.append(rest.pop(0))
+                    if group:
+                        written.append(_pack(root, entity, project, group, name))
+                        rows += sum(c.rows for c in group)
+                for group in _groups(rest, max_rows):
                     written.append(_pack(root, entity, project, group))
                     rows += sum(c.rows for c in group)
-            packed = sum(1 for _ in chosen) if written else 0
+            packed = len(chosen) if written else 0
         finally:
-            for c in chosen:
+            for c in locked:
                 c.lock.close()
     return CompactResult(entity, project, packed, rows, tuple(written), busy, recovered,
                          round(time.monotonic() - started, 3))
@@ -153,7 +166,22 @@ def _candidates(root: WarehouseRoot, entity: str, project: str, states: Mapping[
     return chosen, busy
 
 
+def _base_pack(root: WarehouseRoot, entity: str, project: str, max_rows: int) -> tuple[str, int] | None:
+    """(name, rows) of the project's smallest committed pack with room left, if any."""
+    directory = packs.pack_dir(root, entity, project)
+    sizes = []
+    for name in packs.committed_packs(root, entity, project):
+        with root.fs.open_input_file(f"{directory}/{name}") as f:
+            sizes.append((pq.read_metadata(f).num_rows, name))
+    if not sizes or min(sizes)[0] >= max_rows:
+        return None
+    rows, name = min(sizes)
+    return name, rows
+
+
 def _groups(chosen: list[_Candidate], max_rows: int) -> list[list[_Candidate]]:
+    if not chosen:
+        return []
     groups: list[list[_Candidate]] = [[]]
     rows = 0
     for c in chosen:
@@ -165,14 +193,24 @@ def _groups(chosen: list[_Candidate], max_rows: int) -> list[list[_Candidate]]:
     return groups
 
 
-def _pack(root: WarehouseRoot, entity: str, project: str, group: list[_Candidate]) -> str:
-    name = packs.new_pack_name()
+def _pack(root: WarehouseRoot, entity: str, project: str, group: list[_Candidate], base: str | None = None) -> str:
+    """Write the long form of `group` into a new pack, or into the committed pack `base` (a
+    new file of the same name, holding its runs and these: promoting it replaces the old one
+    in one step). Returns the pack's name."""
+    name = base or packs.new_pack_name()
+    final = f"{packs.pack_dir(root, entity, project)}/{name}"
+    runs = {c.run.run_id for c in group}
     expected = sum(c.rows for c in group)
     with packs.Scratch(root, entity, project) as scratch, packs.duckdb_connection(scratch.dir) as con:
         sources = [scratch.local(f"{root.run_dir(METRICS, c.run)}/{p.name}")
                    for c in group for p in c.state.parts if p.metrics_file]
+        held = []
+        if base is not None:
+            held = [scratch.local(final)]
+            runs.update(packs.pack_runs(root, final))
+            expected += pq.read_metadata(held[0]).num_rows
         out = scratch.new_file(name)
-        rows = packs.write_pack(con, sources, out, [c.run.run_id for c in group])
+        rows = packs.write_pack(con, sources, out, sorted(runs), base=held)
         if rows != expected:
             raise WarehouseDataError(
                 f"metrics pack of {entity}/{project}: {rows:,} rows written where the runs' manifests "

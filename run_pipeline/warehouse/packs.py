@@ -102,24 +102,29 @@ def duckdb_connection(scratch: str) -> Iterator:
         con.close()
 
 
-def write_pack(con, sources: list[str], out_path: str, runs: list[str], *, packed: bool = False,
+def write_pack(con, sources: list[str], out_path: str, runs: list[str], *, base: list[str] = (),
                order: bool = True, where: str = "") -> int:
-    """Write a pack to `out_path` from the local Parquet files `sources`: runs' own `metrics`
-    files (columns step, key, value) in `run_id=<encoded id>` directories, or with `packed`
-    packs (run_id a column). `runs` are the run ids it will hold. Returns its rows."""
-    files = "[" + ", ".join(_literal(p) for p in sources) + "]"
-    if packed:
-        scan = f"SELECT run_id, step, CAST(key AS VARCHAR) AS key, value FROM read_parquet({files})"
-    else:
-        scan = (f"SELECT run_id, step, CAST(key AS VARCHAR) AS key, value FROM read_parquet({files}, "
-                "hive_partitioning = true, hive_types_autocast = false, hive_types = {'run_id': 'VARCHAR'})")
-    query = f"SELECT * FROM ({scan}) {where}" + (" ORDER BY key, run_id, step" if order else "")
+    """Write a pack to `out_path` from local Parquet files: `sources`, runs' own `metrics`
+    files (columns step, key, value) in `run_id=<encoded id>` directories, and `base`, packs
+    (run_id a column). `runs` are the run ids it will hold. Returns its rows."""
+    scans = []
+    if sources:
+        scans.append("SELECT run_id, step, CAST(key AS VARCHAR) AS key, value FROM read_parquet("
+                     f"{_list(sources)}, hive_partitioning = true, hive_types_autocast = false, "
+                     "hive_types = {'run_id': 'VARCHAR'})")
+    if base:
+        scans.append(f"SELECT run_id, step, CAST(key AS VARCHAR) AS key, value FROM read_parquet({_list(base)})")
+    query = f"SELECT * FROM ({' UNION ALL '.join(scans)}) {where}" + (" ORDER BY key, run_id, step" if order else "")
     metadata = json.dumps(sorted(runs), ensure_ascii=True)
     # A sort needs no insertion order (keeping it costs memory); a filtered copy keeps it.
     con.execute(f"SET preserve_insertion_order = {'false' if order else 'true'}")
     con.execute(f"COPY ({query}) TO {_literal(out_path)} (FORMAT parquet, COMPRESSION zstd, "
                 f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, KV_METADATA {{{_literal(RUNS_METADATA)}: {_literal(metadata)}}})")
     return pq.read_metadata(out_path).num_rows
+
+
+def _list(paths: list[str]) -> str:
+    return "[" + ", ".join(_literal(p) for p in paths) + "]"
 
 
 class Scratch:
@@ -206,8 +211,7 @@ def remove_runs(root: WarehouseRoot, entity: str, project: str, path: str, run_i
         out = scratch.new_file(os.path.basename(path))
         excluded = ", ".join(_literal(r) for r in sorted(gone))
         # Rows stay in the pack's order (DuckDB keeps insertion order), so no sort is needed.
-        rows = write_pack(con, [source], out, left, packed=True, order=False,
-                          where=f"WHERE run_id NOT IN ({excluded})")
+        rows = write_pack(con, [], out, left, base=[source], order=False, where=f"WHERE run_id NOT IN ({excluded})")
         scratch.replace(out, path)
     return rows
 

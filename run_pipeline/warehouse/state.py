@@ -134,7 +134,8 @@ class Listing:
 
     series: list[str]
     metrics: list[str]
-    #: Names of the project's committed metrics packs, listed when the manifest refers to one.
+    #: Names of the project's committed metrics packs that no compaction is rewriting, listed
+    #: when the manifest refers to one.
     packs: frozenset[str] = frozenset()
 
     def generation(self) -> int:
@@ -148,7 +149,9 @@ def list_parts(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, state: RunSta
         metrics = [n for n in list_files(root.fs, root.run_dir(METRICS, run)) if n.endswith(PARQUET_SUFFIX)]
     packed = frozenset()
     if state is not None and any(p.pack for p in state.parts):
-        packed = frozenset(packs.committed_packs(root, run.entity, run.project))
+        # A pack being grown is committed under its name and pending under the same one.
+        packed = (frozenset(packs.committed_packs(root, run.entity, run.project))
+                  - frozenset(packs.pending_packs(root, run.entity, run.project)))
     return Listing(series, metrics, packed)
 
 
