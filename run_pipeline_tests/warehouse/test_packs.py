@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import math
 import re
+import threading
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
@@ -358,3 +359,70 @@ def test_compaction_and_reexport_on_s3(s3, s3_endpoint, tmp_path):
     assert not [k for k in s3_objects(fs, bucket) if "/metrics_packs/" in k]
     with wh.connect(s3_secret=secret) as con:
         assert same_rows(con.execute(METRICS_SQL).fetchall(), rows(tmp_path / "ref"))
+
+
+def test_an_interrupted_compaction_on_s3_is_finished_by_the_next(s3, s3_endpoint, tmp_path, monkeypatch):
+    """The compaction fails after moving two runs (a dropped connection, say): the pack stays
+    pending in the bucket; a run whose manifest names it is replaced whole by its next export;
+    the next compaction takes the others out of the pending pack or finishes it."""
+    fs, bucket = s3
+    wh, ref = Warehouse(f"s3://{bucket}/wh", filesystem=fs), Warehouse(tmp_path / "ref")
+    runs = keys(4, S3_ENTITY, S3_PROJECT)
+    for i, key in enumerate(runs):
+        for w in (wh, ref):
+            export(w, key, history(i))
+    real, calls = compaction._drop_files, []
+
+    def failing(*args):
+        calls.append(args)
+        if len(calls) == 3:
+            raise OSError("connection reset")
+        return real(*args)
+
+    monkeypatch.setattr(compaction, "_drop_files", failing)
+    with pytest.raises(OSError, match="connection reset"):
+        wh.compact(min_runs=2)
+    monkeypatch.setattr(compaction, "_drop_files", real)
+    [name] = packs.pending_packs(wh.root, S3_ENTITY, S3_PROJECT)
+    assert [k for k in s3_objects(fs, bucket) if "/metrics_packs/" in k] == []
+    secret = {"key_id": "test", "secret": "test", "region": "us-east-1", "endpoint": s3_endpoint,
+              "url_style": "path", "use_ssl": False}
+    # r00 and r01 moved (absent until the pack is promoted); r02's manifest names the pack
+    # but its own file is still read; r03 was never reached.
+    assert {p.pack for p in wh.run_state(runs[2]).parts} == {name}
+    with wh.connect(s3_secret=secret) as con:
+        got = con.execute(METRICS_SQL).fetchall()
+    assert same_rows(got, rows(tmp_path / "ref", "WHERE run_id NOT IN ('r00', 'r01')"))
+
+    assert export(wh, runs[1], history(1), incremental=True).mode == FULL
+    [result] = wh.compact(min_runs=2)
+    # Recovery: r00 and r02 stay in the pending pack, promoted; r01 (replaced since) and r03
+    # leave it, and are packed anew.
+    assert (result.recovered, result.runs) == (1, 2)
+    assert not [k for k in s3_objects(fs, bucket) if "/_staging/" in k]
+    held = sorted(packs.pack_runs(wh.root, f"{packs.pack_dir(wh.root, S3_ENTITY, S3_PROJECT)}/{n}")
+                  for n in packs.committed_packs(wh.root, S3_ENTITY, S3_PROJECT))
+    assert held == [["r00", "r02"], ["r01", "r03"]]
+    with wh.connect(s3_secret=secret) as con:
+        assert same_rows(con.execute(METRICS_SQL).fetchall(), rows(tmp_path / "ref"))
+
+
+def test_projects_are_packed_apart_and_two_compactions_at_once_pack_each_run_once(tmp_path):
+    wh = Warehouse(tmp_path)
+    for project in ("a", "b"):
+        for i, key in enumerate(keys(8, project=project)):
+            export(wh, key, history(i))
+    before = rows(tmp_path)
+    assert [r.project for r in wh.compact(project="b", min_runs=100)] == ["b"]
+    out: list = []
+    threads = [threading.Thread(target=lambda: out.append(wh.compact("team"))) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(60)
+    assert not any(t.is_alive() for t in threads)
+    results = sorted((r.project, r.runs) for results in out for r in results)
+    assert results == [("a", 0), ("a", 8), ("b", 0), ("b", 8)]
+    assert [p.parent.name for p in pack_files(tmp_path)] == ["project=a", "project=b"]
+    assert own_metrics_files(tmp_path) == []
+    assert same_rows(rows(tmp_path), before)
