@@ -201,6 +201,27 @@ def packed_pair(pair, n: int = 8):
     return runs, Path(pair[0].uri) / "metrics_packs" / "entity=team" / "project=proj" / result.packs[0]
 
 
+def sort_keys(pack: Path) -> list[tuple]:
+    table = pq.read_table(pack)
+    return list(zip(table.column("key").to_pylist(), table.column("run_id").to_pylist(),
+                    table.column("step").to_pylist()))
+
+
+def test_a_pack_of_many_row_groups_stays_sorted_when_a_run_leaves_it(pair, monkeypatch):
+    monkeypatch.setattr(packs, "ROW_GROUP_ROWS", 2048)  # DuckDB's smallest: row groups read in parallel
+    runs = keys(8)
+    for i, key in enumerate(runs):
+        both(pair, key, history(i, steps=400))
+    [result] = pair[0].compact()
+    pack = pack_files(Path(pair[0].uri))[0]
+    assert pq.read_metadata(pack).num_row_groups == math.ceil(8 * 401 * 8 / 2048)
+    assert sort_keys(pack) == sorted(sort_keys(pack))
+    assert both(pair, runs[5], history(5, steps=10, scale=2.0)).mode == FULL
+    assert pq.read_metadata(pack).num_rows == 7 * 401 * 8
+    assert sort_keys(pack) == sorted(sort_keys(pack))  # rewritten in its order, not sorted again
+    assert_same_as_reference(pair)
+
+
 def test_full_reexport_of_a_packed_run_replaces_its_rows_only(pair):
     runs, pack = packed_pair(pair)
     others = rows(Path(pair[0].uri), "WHERE run_id <> 'r03'")
@@ -211,6 +232,7 @@ def test_full_reexport_of_a_packed_run_replaces_its_rows_only(pair):
     assert same_rows(rows(Path(pair[0].uri), "WHERE run_id <> 'r03'"), others)
     assert packs.pack_runs(pair[0].root, str(pack)) == [k.run_id for k in runs if k.run_id != "r03"]
     assert pq.read_metadata(pack).num_rows == 7 * 7 * 8
+    assert sort_keys(pack) == sorted(sort_keys(pack))  # still sorted: rewritten in its order
     assert all(p.pack is None for p in pair[0].run_state(runs[3]).parts)
     assert len(own_metrics_files(Path(pair[0].uri))) == 1
 
