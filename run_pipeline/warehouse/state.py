@@ -134,8 +134,10 @@ class Listing:
 
     series: list[str]
     metrics: list[str]
-    #: Names of the project's committed metrics packs that no compaction is rewriting, listed
-    #: when the manifest refers to one.
+    #: Names of the committed metrics packs the manifest refers to that still hold the run (a
+    #: replace or deletion cut short after taking the run out of its pack leaves a manifest
+    #: naming a pack without its rows, and a compaction cut short a manifest naming a pack not
+    #: yet promoted or grown: not consistent, so the next export replaces the run).
     packs: frozenset[str] = frozenset()
 
     def generation(self) -> int:
@@ -148,11 +150,20 @@ def list_parts(root: WarehouseRoot, spec: SeriesSpec, run: RunKey, state: RunSta
     if spec.metrics:
         metrics = [n for n in list_files(root.fs, root.run_dir(METRICS, run)) if n.endswith(PARQUET_SUFFIX)]
     packed = frozenset()
-    if state is not None and any(p.pack for p in state.parts):
-        # A pack being grown is committed under its name and pending under the same one.
-        packed = (frozenset(packs.committed_packs(root, run.entity, run.project))
-                  - frozenset(packs.pending_packs(root, run.entity, run.project)))
+    named = {p.pack for p in state.parts if p.pack} if state is not None else set()
+    if named:
+        directory = packs.pack_dir(root, run.entity, run.project)
+        packed = frozenset(name for name in named & set(packs.committed_packs(root, run.entity, run.project))
+                           if _holds(root, f"{directory}/{name}", run.run_id))
     return Listing(series, metrics, packed)
+
+
+def _holds(root: WarehouseRoot, path: str, run_id: str) -> bool:
+    """Whether the pack at `path` lists the run (False if it went meanwhile)."""
+    try:
+        return run_id in packs.pack_runs(root, path)
+    except FileNotFoundError:
+        return False
 
 
 def is_consistent(state: RunState | None, listing: Listing) -> bool:
