@@ -134,9 +134,17 @@ STEPS = [  # (function, before/after, nth call, what the warehouse holds then)
 ]
 
 
+@pytest.mark.parametrize("grow", [False, True], ids=["new-pack", "growing-pack"])
 @pytest.mark.parametrize("target,when,nth", STEPS, ids=[f"{w}-{t.rsplit('.', 1)[1]}-{n}" for t, w, n in STEPS])
-def test_compaction_killed_at_each_step_then_the_next_compaction_recovers(tmp_path, target, when, nth):
+def test_compaction_killed_at_each_step_then_the_next_compaction_recovers(tmp_path, target, when, nth, grow):
     wh, runs, before = setup_runs(tmp_path)
+    if grow:  # eight runs packed already; eight more go into that pack, a new file of its name
+        [first] = wh.compact()
+        more = keys(16)[8:]
+        for i, key in enumerate(more, start=8):
+            export(wh, key, history(i))
+        runs, before = runs + more, rows(tmp_path)
+        assert len(pack_files(tmp_path)) == 1
     paused = Paused(tmp_path, target, when, nth, "compact")
     assert_whole_or_absent(reader_view(tmp_path), before)
     assert_whole_or_absent(catalog_view(wh), before)
@@ -167,6 +175,8 @@ def test_compaction_killed_at_each_step_then_the_next_compaction_recovers(tmp_pa
     assert [p.parts[-2] for p in own_metrics_files(tmp_path)] == ["run_id=live"]
     assert same_rows(reader_view(tmp_path), before)
     assert same_rows(catalog_view(wh), before)
+    if grow:
+        assert [p.name for p in pack_files(tmp_path)] == list(first.packs)
 
 
 def test_an_export_of_a_run_naming_a_pending_pack_replaces_it_whole(tmp_path):
