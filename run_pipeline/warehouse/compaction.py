@@ -5,8 +5,11 @@ per run. The `metrics` view reads both; its rows are the same before and after.
 Which runs: those whose W&B state, as last exported, is final (`settings.TERMINAL_STATES`),
 whose manifest matches their files, and whose long form still has files of its own; a run an
 export holds at that moment is left for the next compaction, and so is a run with more than
-`LARGE_RUN_ROWS` rows (its own file is large already). Runs go into packs of at most
-`PACK_ROWS` rows in run-id order; nothing is written while fewer than `min_runs` runs qualify.
+`LARGE_RUN_ROWS` rows (its own file is large already). Runs go, in run-id order, first into
+the project's smallest pack with room, then into new packs, each of at most `PACK_ROWS` rows;
+nothing is written while fewer than `min_runs` runs qualify. Growing a pack writes it again
+with its runs and the new ones, under the same name: promoting that file replaces the old one
+in one step, and its old runs' manifests already name it.
 A run that gains steps later (a resumed run) keeps its packed rows; its new parts have files
 of their own until a later compaction packs them too.
 
