@@ -149,7 +149,7 @@ def build_catalog(deps: Sequence[dg.AssetKey] | None = None, *, key: dg.AssetKey
               automation_condition=automation_condition, description=CATALOG_DESCRIPTION)
     def _catalog(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         store = warehouse.get_warehouse()
-        packed = store.compact()
+        packed = store.compact(refresh=False)  # refreshed below, with its figures
         for result in packed:
             if result.runs or result.recovered or result.busy:
                 context.log.info(result.describe())

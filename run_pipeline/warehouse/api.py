@@ -100,12 +100,12 @@ class Warehouse:
         return state.last_exported_step(self.root, run)
 
     def compact(self, entity: str | None = None, projects: Iterable[str] | None = None, *,
-                min_runs: int = compaction.MIN_RUNS) -> list[compaction.CompactResult]:
+                min_runs: int = compaction.MIN_RUNS, refresh: bool = True) -> list[compaction.CompactResult]:
         """Pack the long-form `metrics` of finished runs into a few files per project (see
         `compaction.py`): every project, those of `entity`, or the named `projects` of it.
-        Refreshes the catalog of a local root (a no-op when its views are current; a compaction
-        killed after promoting its first pack left them without the packs). Returns one result
-        per project looked at."""
+        Refreshes the catalog of a local root unless `refresh` is False (a no-op when its views
+        are current; a compaction killed after promoting its first pack left them without the
+        packs). Returns one result per project looked at."""
         wanted = None if projects is None else {projects} if isinstance(projects, str) else set(projects)
         results = []
         for e, p in self.projects():
@@ -113,7 +113,7 @@ class Warehouse:
                 continue
             states = {run_id: s for run_id, (s, _) in exported.exported_states(self.root, e, p).items()}
             results.append(compaction.compact_project(self.root, e, p, states, min_runs=min_runs))
-        if self.root.is_local:
+        if refresh and self.root.is_local:
             self.refresh_catalog()
         return results
 

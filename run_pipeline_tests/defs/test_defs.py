@@ -14,8 +14,10 @@ from run_pipeline.defs.partitions import decode_partition_key, encode_partition_
 from run_pipeline.defs.resources import WandbResource, WarehouseResource
 from run_pipeline.defs.schedules import build_nightly_schedule
 from run_pipeline.defs.sensors import wandb_finished_runs_sensor
-from run_pipeline.settings import NIGHTLY_CRON
-from run_pipeline.warehouse import RunKey
+from run_pipeline.settings import NIGHTLY_CRON, TERMINAL_STATES
+from run_pipeline.warehouse import RunKey, Warehouse
+
+from ..warehouse.helpers import same_rows
 
 PROJECT = "image-classification"
 
@@ -65,6 +67,31 @@ def test_materialize_partitions_then_catalog(emulator, resources, tmp_path):
     materialize(keys[:1], resources, instance)
     again = dict(con.sql("select run_id, count(*) from history group by 1").fetchall())
     assert again == got
+
+
+def test_the_catalog_asset_packs_finished_runs_and_the_metrics_view_keeps_its_rows(emulator, resources, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    runs = disk_runs(emulator)
+    materialize([encode_partition_key(RunKey("demo", PROJECT, rid)) for rid in runs], resources, instance)
+    wh = Warehouse(tmp_path / "wh")
+    wh.refresh_catalog()
+    query = "SELECT run_id, step, key, value FROM metrics ORDER BY ALL"
+    with wh.connect() as con:
+        before = con.execute(query).fetchall()
+    packable = {r[0] for r in before if runs[r[0]]["state"] in TERMINAL_STATES}
+    assert len(packable) >= 8
+
+    cat = dg.materialize([wandb_catalog], resources=resources, instance=instance)
+    assert cat.success
+    [event] = cat.asset_materializations_for_node("wandb_catalog")
+    assert (event.metadata["packed_runs"].value, event.metadata["packs_written"].value) == (len(packable), 1)
+    with wh.connect() as con:
+        assert same_rows(con.execute(query).fetchall(), before)
+    assert {p.parent.name.split("=", 1)[1] for p in (tmp_path / "wh" / "metrics").rglob("*.parquet")} == \
+        {r[0] for r in before} - packable
+    again = dg.materialize([wandb_catalog], resources=resources, instance=instance)
+    [event] = again.asset_materializations_for_node("wandb_catalog")
+    assert event.metadata["packed_runs"].value == 0
 
 
 def test_incremental_export_after_run_grows(emulator, resources, tmp_path):
