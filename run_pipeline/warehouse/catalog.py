@@ -25,6 +25,7 @@ from typing import TYPE_CHECKING
 
 import pyarrow.fs as pafs
 
+from . import catalog_file
 from .errors import WarehouseCatalogError
 from .layout import (
     HISTORY,
@@ -188,21 +189,21 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
         wr.fs.create_dir(wr.base, recursive=True)
         database = wr.catalog_path()
     database = os.fspath(database)
-    _remove_stale_temporaries(database)
+    catalog_file.remove_stale_temporaries(database)
     empty = _empty_tables(wr)
     statements = _statements(wr, empty)
     stamp = hashlib.sha256("\n".join(statements).encode("utf-8")).hexdigest()
     info = {"database": database, "views": ", ".join(TABLES),
             "empty_tables": ", ".join(t for t in TABLES if t in empty)}
-    current = _identity(database, stamp)
-    if (not force and current is not None and _read_stamp(database) == current
+    current = catalog_file.identity(database, stamp)
+    if (not force and current is not None and catalog_file.read_stamp(database) == current
             and _holds_views(database)):
         runs = sum(1 for _ in _parquet_files(wr.fs, wr.path(RUNS), depth=3))
         return {**info, "runs": runs, "catalog": "unchanged", "seconds": round(time.monotonic() - started, 3)}
 
     import duckdb  # here, not at module level: exporting never needs it
 
-    _write_stamp(database, None)
+    catalog_file.write_stamp(database, None)
     temporary = f"{database}.{uuid.uuid4().hex}.tmp"
     try:
         con = duckdb.connect(temporary)
@@ -219,7 +220,7 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
         runs = sum(1 for _ in _parquet_files(wr.fs, wr.path(RUNS), depth=3))
         # The stamp names this very file (a rename keeps inode and mtime), so when two
         # refreshes race, the stamp of the one whose file lost never matches the catalog.
-        identity = _identity(temporary, stamp)
+        identity = catalog_file.identity(temporary, stamp)
         os.replace(temporary, database)
     except (duckdb.Error, OSError) as exc:
         raise WarehouseCatalogError(f"refreshing {database} failed: {exc}") from exc
@@ -228,9 +229,9 @@ def refresh_catalog(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs
             if os.path.exists(leftover):
                 os.remove(leftover)
     try:
-        _write_stamp(database, identity)
+        catalog_file.write_stamp(database, identity)
     except OSError:  # no stamp: the next refresh rebuilds rather than trusting this one
-        _write_stamp(database, None)
+        catalog_file.write_stamp(database, None)
     return {**info, "runs": int(runs), "catalog": "rebuilt", "seconds": round(time.monotonic() - started, 3)}
 
 
@@ -281,63 +282,6 @@ def _holds_views(database: str) -> bool:
     finally:
         con.close()
     return all(t in views for t in TABLES)
-
-
-def _identity(path: str, stamp: str) -> str | None:
-    """The views' digest with the file's inode and mtime (None when there is no file)."""
-    try:
-        st = os.stat(path)
-    except FileNotFoundError:
-        return None
-    return f"{stamp} {st.st_ino} {st.st_mtime_ns}"
-
-
-def _stamp_path(database: str) -> str:
-    directory, name = os.path.split(database)
-    return os.path.join(directory, f".{name}.views")
-
-
-def _read_stamp(database: str) -> str | None:
-    """The identity recorded by the last refresh that finished (None: none recorded)."""
-    try:
-        with open(_stamp_path(database), encoding="utf-8") as f:
-            return f.read().strip()
-    except OSError:
-        return None
-
-
-def _write_stamp(database: str, stamp: str | None) -> None:
-    """Record the views the catalog holds (None: unknown, e.g. while it is being rebuilt)."""
-    path = _stamp_path(database)
-    if stamp is None:
-        if os.path.exists(path):
-            os.remove(path)
-        return
-    temporary = f"{path}.{uuid.uuid4().hex}.tmp"
-    with open(temporary, "w", encoding="utf-8") as f:
-        f.write(stamp)
-    os.replace(temporary, path)
-
-
-#: A temporary catalog older than this was left by a refresh that died (a live one takes seconds).
-STALE_TEMPORARY_SECONDS = 3600
-
-
-def _remove_stale_temporaries(database: str) -> None:
-    """Delete the temporary catalogs (and their WAL files) of refreshes killed mid-way."""
-    directory, name = os.path.split(database)
-    cutoff = time.time() - STALE_TEMPORARY_SECONDS
-    try:
-        entries = list(os.scandir(directory or "."))
-    except FileNotFoundError:
-        return
-    for entry in entries:
-        if (entry.name.startswith(f"{name}.") and entry.name.endswith((".tmp", ".tmp.wal"))
-                and entry.is_file() and entry.stat().st_mtime < cutoff):
-            try:
-                os.remove(entry.path)
-            except FileNotFoundError:
-                pass
 
 
 def connect(root: str | os.PathLike | WarehouseRoot, *, filesystem: pafs.FileSystem | None = None,

@@ -19,6 +19,7 @@ from run_pipeline.warehouse import (
     RunKey,
     WarehouseRoot,
 )
+from run_pipeline.warehouse import long_form as long_form_module
 from run_pipeline.warehouse import parts as parts_module
 
 from .helpers import (
@@ -393,7 +394,7 @@ def test_metrics_are_sorted_by_key_with_a_page_index(tmp_path, monkeypatch):
     """A `WHERE key = …` scan can skip what it does not need: rows sorted by key name then
     step, written with a page index (pages of at most METRICS_PAGE_ROWS rows), and row groups,
     when a slice is too big for one, that hold whole keys in key order."""
-    monkeypatch.setattr(parts_module, "METRICS_ROW_GROUP_ROWS", 9)
+    monkeypatch.setattr(long_form_module, "METRICS_ROW_GROUP_ROWS", 9)
     names = ["zeta", "alpha", "mid/b", "mid/a", "sparse"]
     values = {name: [float(10 * i + s) for s in range(4)] for i, name in enumerate(names)}
     values["sparse"] = [None, 1.5, None, 2.5]
@@ -417,7 +418,7 @@ def test_metrics_are_sorted_by_key_with_a_page_index(tmp_path, monkeypatch):
 def test_metrics_pages_are_bounded_in_rows_and_indexed(tmp_path):
     import duckdb
 
-    n = 3 * parts_module.METRICS_PAGE_ROWS
+    n = 3 * long_form_module.METRICS_PAGE_ROWS
     steps = list(range(n))
     export_run(tmp_path, make_run(), [batch(steps, {"b": [1.0] * n, "a": [float(s) for s in steps]})])
     [path] = [p for p in visible_files(tmp_path) if p.startswith("metrics/")]
@@ -425,7 +426,7 @@ def test_metrics_pages_are_bounded_in_rows_and_indexed(tmp_path):
         pages = con.execute("SELECT path_in_schema, first_row_index, num_rows, min_value, max_value "
                             "FROM parquet_page_index(?) WHERE path_in_schema = 'key' ORDER BY first_row_index",
                             [str(tmp_path / path)]).fetchall()
-    size = parts_module.METRICS_PAGE_ROWS
+    size = long_form_module.METRICS_PAGE_ROWS
     # Six pages of the key column: three of "a" (sorted first), then three of "b".
     assert [(first, rows) for _, first, rows, _, _ in pages] == [(i * size, size) for i in range(6)]
     assert [(lo, hi) for *_, lo, hi in pages] == [("a", "a")] * 3 + [("b", "b")] * 3

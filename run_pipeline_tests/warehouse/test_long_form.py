@@ -10,7 +10,7 @@ import random
 import pyarrow as pa
 import pytest
 
-from run_pipeline.warehouse import parts
+from run_pipeline.warehouse import long_form
 from run_pipeline.warehouse.schema import DOUBLE, INT, JSON, STEP, STRING
 
 
@@ -55,9 +55,9 @@ def _expected(table, types, logged):
     (200, 800, 0.03, 7),          # wide, one key alone beyond the limit
 ])
 def test_long_form_holds_every_numeric_value_once_by_key_then_row(rows, keys, density, limit, monkeypatch):
-    monkeypatch.setattr(parts, "METRICS_ROW_GROUP_ROWS", limit)
+    monkeypatch.setattr(long_form, "METRICS_ROW_GROUP_ROWS", limit)
     table, types, logged = _slice(rows, keys, density)
-    tables = list(parts._long_form(table.column(STEP), dict(zip(table.column_names, table.columns)),
+    tables = list(long_form.long_form(table.column(STEP), dict(zip(table.column_names, table.columns)),
                                    types, logged))
     got = [(s, k, v) for t in tables for s, k, v in zip(t.column("step").to_pylist(),
                                                          t.column("key").to_pylist(),
@@ -68,7 +68,7 @@ def test_long_form_holds_every_numeric_value_once_by_key_then_row(rows, keys, de
                for g, w in zip(got, want))
     keys_of = [set(t.column("key").to_pylist()) for t in tables]
     for t, ks in zip(tables, keys_of):
-        assert t.schema.equals(parts.METRICS_SCHEMA)
+        assert t.schema.equals(long_form.METRICS_SCHEMA)
         assert len(t) <= limit or len(ks) == 1  # a key alone may exceed the limit
     for a, b in itertools.pairwise(keys_of):
         assert not a & b  # no key split across row groups
