@@ -3,7 +3,8 @@ few packs per project (`packs.py`), so a query across runs reads a few files ins
 per run. The `metrics` view reads both; its rows are the same before and after.
 
 Which runs: those whose W&B state, as last exported, is final (`settings.TERMINAL_STATES`),
-whose manifest matches their files, and whose long form still has files of its own; a run an
+whose manifest matches their files, and whose long form still has files of its own (one
+listing of the project's `metrics/` finds them, so packed runs cost nothing); a run an
 export holds at that moment is left for the next compaction, and so is a run with more than
 `LARGE_RUN_ROWS` rows (its own file is large already). Runs go, in run-id order, first into
 the project's smallest pack with room, then into new packs, each of at most `PACK_ROWS` rows;
@@ -44,6 +45,7 @@ from .errors import WarehouseDataError, WarehouseLockError
 from .layout import (
     HISTORY,
     METRICS,
+    PARQUET_SUFFIX,
     RUNS,
     RunKey,
     WarehouseRoot,
@@ -151,7 +153,8 @@ def _candidates(root: WarehouseRoot, entity: str, project: str, states: Mapping[
                 max_rows: int) -> tuple[list[_Candidate], int]:
     chosen, busy = [], 0
     large = min(LARGE_RUN_ROWS, max_rows)
-    for run_id in sorted(r for r, s in states.items() if s in TERMINAL_STATES):
+    # Only runs with files of their own under `metrics/` (one listing): packed runs cost nothing.
+    for run_id in sorted(r for r in _loose_run_ids(root, entity, project) if states.get(r) in TERMINAL_STATES):
         run = RunKey(entity, project, run_id)
         lock = ExitStack()
         try:
@@ -167,6 +170,19 @@ def _candidates(root: WarehouseRoot, entity: str, project: str, states: Mapping[
             continue
         chosen.append(_Candidate(run, state, rows, lock))
     return chosen, busy
+
+
+def _loose_run_ids(root: WarehouseRoot, entity: str, project: str) -> set[str]:
+    """Ids of the project's runs that have a Parquet file of their own under `metrics/`."""
+    base = root.project_dir(METRICS, entity, project)
+    out = set()
+    for info in root.fs.get_file_info(pafs.FileSelector(base, recursive=True, allow_not_found=True)):
+        if info.type != pafs.FileType.File or not info.base_name.endswith(PARQUET_SUFFIX):
+            continue
+        components = info.path[len(base) + 1:].split("/")
+        if len(components) == 2 and components[0].startswith("run_id="):
+            out.add(decode_partition_value(components[0].split("=", 1)[1]))
+    return out
 
 
 def _base_pack(root: WarehouseRoot, entity: str, project: str, max_rows: int) -> tuple[str, int] | None:

@@ -450,3 +450,26 @@ def test_projects_are_packed_apart_and_two_compactions_at_once_pack_each_run_onc
     assert [p.parent.name for p in pack_files(tmp_path)] == ["project=a", "project=b"]
     assert own_metrics_files(tmp_path) == []
     assert same_rows(rows(tmp_path), before)
+
+
+def test_a_compaction_reads_only_the_runs_with_files_of_their_own(pair, monkeypatch):
+    """Packed runs cost a compaction nothing (no manifest read, no lock): it lists `metrics/`
+    and looks only at the runs found there, so a refresh after every batch stays cheap."""
+    runs, _ = packed_pair(pair)
+    extra = keys(10)[8:]
+    for i, key in enumerate(extra, start=8):
+        both(pair, key, history(i))
+    read = []
+    real = compaction.read_state
+
+    def counting(root, table, run):
+        read.append(run.run_id)
+        return real(root, table, run)
+
+    monkeypatch.setattr(compaction, "read_state", counting)
+    [result] = pair[0].compact(min_runs=1)
+    assert sorted(read) == ["r08", "r09"] and result.runs == 2
+    read.clear()
+    [result] = pair[0].compact(min_runs=1)
+    assert read == [] and result.runs == 0
+    assert_same_as_reference(pair)
