@@ -111,8 +111,7 @@ class Warehouse:
         for e, p in self.projects():
             if (entity is not None and e != entity) or (wanted is not None and p not in wanted):
                 continue
-            states = {run_id: s for run_id, (s, _) in exported.exported_states(self.root, e, p).items()}
-            results.append(compaction.compact_project(self.root, e, p, states, min_runs=min_runs))
+            results.append(compaction.compact_project(self.root, e, p, min_runs=min_runs))
         if refresh and self.root.is_local:
             self.refresh_catalog()
         return results

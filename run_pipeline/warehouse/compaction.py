@@ -42,6 +42,7 @@ from run_pipeline.settings import COMPACT_MIN_RUNS, TERMINAL_STATES
 
 from . import packs
 from .errors import WarehouseDataError, WarehouseLockError
+from .export import RUN_FILES
 from .layout import (
     HISTORY,
     METRICS,
@@ -114,14 +115,18 @@ def projects(root: WarehouseRoot) -> list[tuple[str, str]]:
     return sorted(out)
 
 
-def compact_project(root: WarehouseRoot, entity: str, project: str, states: Mapping[str, str | None], *,
+def compact_project(root: WarehouseRoot, entity: str, project: str,
+                    states: Mapping[str, str | None] | None = None, *,
                     min_runs: int = MIN_RUNS, max_rows: int = PACK_ROWS) -> CompactResult:
-    """Pack the long form of the project's finished runs (`states`: run id → W&B state as
-    last exported, e.g. `exported.exported_states`)."""
+    """Pack the long form of the project's finished runs. `states` (run id → W&B state as
+    last exported): None reads it from the `runs` row of each run that has files to pack."""
     started = time.monotonic()
     with packs_lock(root, entity, project):
         recovered = recover(root, entity, project)
-        chosen, busy = _candidates(root, entity, project, states, max_rows)
+        loose = _loose_run_ids(root, entity, project)
+        if states is None:
+            states = {run_id: _exported_state(root, RunKey(entity, project, run_id)) for run_id in loose}
+        chosen, busy = _candidates(root, entity, project, loose, states, max_rows)
         locked = list(chosen)
         try:
             written: list[str] = []
@@ -149,12 +154,12 @@ def compact_project(root: WarehouseRoot, entity: str, project: str, states: Mapp
                          round(time.monotonic() - started, 3))
 
 
-def _candidates(root: WarehouseRoot, entity: str, project: str, states: Mapping[str, str | None],
-                max_rows: int) -> tuple[list[_Candidate], int]:
+def _candidates(root: WarehouseRoot, entity: str, project: str, loose: set[str],
+                states: Mapping[str, str | None], max_rows: int) -> tuple[list[_Candidate], int]:
     chosen, busy = [], 0
     large = min(LARGE_RUN_ROWS, max_rows)
     # Only runs with files of their own under `metrics/` (one listing): packed runs cost nothing.
-    for run_id in sorted(r for r in _loose_run_ids(root, entity, project) if states.get(r) in TERMINAL_STATES):
+    for run_id in sorted(r for r in loose if states.get(r) in TERMINAL_STATES):
         run = RunKey(entity, project, run_id)
         lock = ExitStack()
         try:
@@ -170,6 +175,16 @@ def _candidates(root: WarehouseRoot, entity: str, project: str, states: Mapping[
             continue
         chosen.append(_Candidate(run, state, rows, lock))
     return chosen, busy
+
+
+def _exported_state(root: WarehouseRoot, run: RunKey) -> str | None:
+    """The W&B state a run was last exported with (None: no `runs` row)."""
+    try:
+        with root.fs.open_input_file(f"{root.run_dir(RUNS, run)}/{RUN_FILES[RUNS]}") as f:
+            values = pq.read_table(f, columns=["state"]).column("state").to_pylist()
+    except FileNotFoundError:
+        return None
+    return values[0] if values else None
 
 
 def _loose_run_ids(root: WarehouseRoot, entity: str, project: str) -> set[str]:
