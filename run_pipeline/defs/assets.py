@@ -12,6 +12,7 @@ from run_pipeline.settings import (
     EXPORT_WORKERS_PER_DAGSTER_RUN,
     WANDB_POOL,
 )
+from run_pipeline.warehouse import WarehouseError
 from run_pipeline.warehouse.catalog import (
     EMPTY_COLUMNS,
     HISTORY,
@@ -149,12 +150,19 @@ def build_catalog(deps: Sequence[dg.AssetKey] | None = None, *, key: dg.AssetKey
               automation_condition=automation_condition, description=CATALOG_DESCRIPTION)
     def _catalog(context: dg.AssetExecutionContext, warehouse: WarehouseResource) -> dg.MaterializeResult:
         store = warehouse.get_warehouse()
-        packed = store.compact(refresh=False)  # refreshed below, with its figures
+        packed, failed = [], ""
+        try:
+            packed = store.compact(refresh=False)  # refreshed below, with its figures
+        except WarehouseError as exc:  # the views are refreshed all the same; the next run tries again
+            failed = str(exc)
+            context.log.error(f"compaction failed, the catalog is refreshed without it: {failed}")
         for result in packed:
             if result.runs or result.recovered or result.busy:
                 context.log.info(result.describe())
         info = store.refresh_catalog()
         info = {**info, "packed_runs": sum(r.runs for r in packed), "packs_written": sum(len(r.packs) for r in packed)}
+        if failed:
+            info["compaction_error"] = failed
         return dg.MaterializeResult(metadata={k: v for k, v in info.items() if isinstance(v, (int, float, str))})
 
     return _catalog

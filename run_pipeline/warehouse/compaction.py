@@ -41,7 +41,7 @@ import pyarrow.parquet as pq
 from run_pipeline.settings import COMPACT_MIN_RUNS, TERMINAL_STATES
 
 from . import packs
-from .errors import WarehouseDataError, WarehouseLockError
+from .errors import WarehouseDataError, WarehouseError, WarehouseLockError
 from .export import RUN_FILES
 from .layout import (
     HISTORY,
@@ -121,6 +121,14 @@ def compact_project(root: WarehouseRoot, entity: str, project: str,
     """Pack the long form of the project's finished runs. `states` (run id → W&B state as
     last exported): None reads it from the `runs` row of each run that has files to pack."""
     started = time.monotonic()
+    try:
+        return _compact_project(root, entity, project, states, min_runs, max_rows, started)
+    except OSError as exc:  # a full disk, a permission: every step before it was committed whole
+        raise WarehouseError(f"{entity}/{project}: compaction stopped, nothing was lost: {exc}") from exc
+
+
+def _compact_project(root: WarehouseRoot, entity: str, project: str, states: Mapping[str, str | None] | None,
+                     min_runs: int, max_rows: int, started: float) -> CompactResult:
     with packs_lock(root, entity, project):
         recovered = recover(root, entity, project)
         loose = _loose_run_ids(root, entity, project)
@@ -244,7 +252,7 @@ def _pack(root: WarehouseRoot, entity: str, project: str, group: list[_Candidate
             runs.update(packs.pack_runs(root, final))
             expected += pq.read_metadata(held[0]).num_rows
         out = scratch.new_file(name)
-        rows = packs.write_pack(con, sources, out, sorted(runs), base=held)
+        rows = packs.write_pack(con, sources, out, sorted(runs), base=held, label=f"{entity}/{project}")
         if rows != expected:
             raise WarehouseDataError(
                 f"metrics pack of {entity}/{project}: {rows:,} rows written where the runs' manifests "

@@ -38,6 +38,7 @@ from .layout import (
     WarehouseRoot,
     project_token,
 )
+from .errors import WarehouseError
 from .lock import packs_lock
 from .parquet import delete_file, list_files
 
@@ -103,7 +104,7 @@ def duckdb_connection(scratch: str) -> Iterator:
 
 
 def write_pack(con, sources: list[str], out_path: str, runs: list[str], *, base: list[str] = (),
-               order: bool = True, where: str = "") -> int:
+               order: bool = True, where: str = "", label: str = "") -> int:
     """Write a pack to `out_path` from local Parquet files: `sources`, runs' own `metrics`
     files (columns step, key, value) in `run_id=<encoded id>` directories, and `base`, packs
     (run_id a column). `runs` are the run ids it will hold. Returns its rows."""
@@ -117,9 +118,15 @@ def write_pack(con, sources: list[str], out_path: str, runs: list[str], *, base:
     query = f"SELECT * FROM ({' UNION ALL '.join(scans)}) {where}" + (" ORDER BY key, run_id, step" if order else "")
     metadata = json.dumps(sorted(runs), ensure_ascii=True)
     # A sort needs no insertion order (keeping it costs memory); a filtered copy keeps it.
-    con.execute(f"SET preserve_insertion_order = {'false' if order else 'true'}")
-    con.execute(f"COPY ({query}) TO {_literal(out_path)} (FORMAT parquet, COMPRESSION zstd, "
-                f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, KV_METADATA {{{_literal(RUNS_METADATA)}: {_literal(metadata)}}})")
+    import duckdb
+
+    try:
+        con.execute(f"SET preserve_insertion_order = {'false' if order else 'true'}")
+        con.execute(f"COPY ({query}) TO {_literal(out_path)} (FORMAT parquet, COMPRESSION zstd, "
+                    f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, KV_METADATA {{{_literal(RUNS_METADATA)}: {_literal(metadata)}}})")
+    except duckdb.Error as exc:  # a full disk, a file that is not Parquet: nothing was changed
+        raise WarehouseError(f"{label}: writing a metrics pack of {len(runs)} runs failed, nothing was changed: "
+                             f"{str(exc).splitlines()[0]}") from exc
     return pq.read_metadata(out_path).num_rows
 
 
@@ -211,7 +218,8 @@ def remove_runs(root: WarehouseRoot, entity: str, project: str, path: str, run_i
         out = scratch.new_file(os.path.basename(path))
         excluded = ", ".join(_literal(r) for r in sorted(gone))
         # Rows stay in the pack's order (DuckDB keeps insertion order), so no sort is needed.
-        rows = write_pack(con, [], out, left, base=[source], order=False, where=f"WHERE run_id NOT IN ({excluded})")
+        rows = write_pack(con, [], out, left, base=[source], order=False, where=f"WHERE run_id NOT IN ({excluded})",
+                          label=f"{entity}/{project}")
         scratch.replace(out, path)
     return rows
 

@@ -94,6 +94,24 @@ def test_the_catalog_asset_packs_finished_runs_and_the_metrics_view_keeps_its_ro
     assert event.metadata["packed_runs"].value == 0
 
 
+def test_a_failing_compaction_still_refreshes_the_catalog_and_says_why(emulator, resources, tmp_path):
+    instance = dg.DagsterInstance.ephemeral()
+    runs = disk_runs(emulator)
+    materialize([encode_partition_key(RunKey("demo", PROJECT, rid)) for rid in runs], resources, instance)
+    # Where compaction writes its pack is not a directory (a full or read-only disk, say).
+    (tmp_path / "wh" / "_staging" / "packs").write_text("in the way")
+    cat = dg.materialize([wandb_catalog], resources=resources, instance=instance)
+    assert cat.success
+    [event] = cat.asset_materializations_for_node("wandb_catalog")
+    assert event.metadata["compaction_error"].value.startswith(
+        f"demo/{PROJECT}: compaction stopped, nothing was lost: ")
+    assert event.metadata["packed_runs"].value == 0
+    assert (tmp_path / "wh" / "metrics_packs").exists() is False
+    with duckdb.connect(str(tmp_path / "wh" / "warehouse.duckdb"), read_only=True) as con:
+        assert con.execute("SELECT count(DISTINCT run_id) FROM history").fetchone()[0] == \
+            sum(1 for r in runs if disk_rows(emulator, r))
+
+
 def test_incremental_export_after_run_grows(emulator, resources, tmp_path):
     instance = dg.DagsterInstance.ephemeral()
     run_id, meta = next((rid, m) for rid, m in disk_runs(emulator).items() if m["state"] == "running")

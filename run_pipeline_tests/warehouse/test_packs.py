@@ -21,6 +21,7 @@ from run_pipeline.warehouse import (
     CompactResult,
     RunKey,
     Warehouse,
+    WarehouseError,
     compaction,
     packs,
 )
@@ -404,7 +405,7 @@ def test_an_interrupted_compaction_on_s3_is_finished_by_the_next(s3, s3_endpoint
         return real(*args)
 
     monkeypatch.setattr(compaction, "_drop_files", failing)
-    with pytest.raises(OSError, match="connection reset"):
+    with pytest.raises(WarehouseError, match=r": compaction stopped, nothing was lost: connection reset$"):
         wh.compact(min_runs=2)
     monkeypatch.setattr(compaction, "_drop_files", real)
     [name] = packs.pending_packs(wh.root, S3_ENTITY, S3_PROJECT)
@@ -473,3 +474,22 @@ def test_a_compaction_reads_only_the_runs_with_files_of_their_own(pair, monkeypa
     [result] = pair[0].compact(min_runs=1)
     assert read == [] and result.runs == 0
     assert_same_as_reference(pair)
+
+
+def test_a_pack_that_cannot_be_written_fails_by_name_and_changes_nothing(tmp_path):
+    wh = Warehouse(tmp_path / "wh")
+    runs = keys(8)
+    for i, key in enumerate(runs):
+        export(wh, key, history(i))
+    wh.refresh_catalog()
+    broken = next((tmp_path / "wh" / "metrics").rglob("run_id=r03/*.parquet"))
+    broken.write_bytes(b"not parquet at all")
+    before = {p: p.read_bytes() for p in (tmp_path / "wh").rglob("*") if p.is_file() and "_staging" not in p.parts
+              and not p.name.startswith("warehouse.duckdb") and not p.name.startswith(".warehouse.duckdb")}
+    with pytest.raises(WarehouseError, match=r"^team/proj: writing a metrics pack of 8 runs failed, nothing was changed: "
+                       r"Invalid Input Error: No magic bytes found at end of file '.*/run_id=r03/part-[0-9-]+\.parquet'$"):
+        wh.compact()
+    after = {p: p.read_bytes() for p in (tmp_path / "wh").rglob("*") if p.is_file() and "_staging" not in p.parts
+             and not p.name.startswith("warehouse.duckdb") and not p.name.startswith(".warehouse.duckdb")}
+    assert after == before
+    assert packs.pending_packs(wh.root, "team", "proj") == []
