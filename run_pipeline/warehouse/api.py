@@ -118,7 +118,7 @@ class Warehouse:
 
     def projects(self) -> list[tuple[str, str]]:
         """Every (entity, project) with a run in the warehouse."""
-        return compaction.projects(self.root)
+        return exported.projects(self.root)
 
     def refresh_catalog(self, database: str | os.PathLike | None = None, *, force: bool = False) -> dict:
         """(Re)create the DuckDB views, unless they are up to date or `force` (see

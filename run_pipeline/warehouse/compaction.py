@@ -42,12 +42,11 @@ from run_pipeline.settings import COMPACT_MIN_RUNS, TERMINAL_STATES
 
 from . import packs
 from .errors import WarehouseDataError, WarehouseError, WarehouseLockError
-from .export import RUN_FILES
+from .exported import exported_state
 from .layout import (
     HISTORY,
     METRICS,
     PARQUET_SUFFIX,
-    RUNS,
     RunKey,
     WarehouseRoot,
     decode_partition_value,
@@ -58,7 +57,7 @@ from .parts import HISTORY_SPEC
 from .state import RunState, is_consistent, list_parts, read_state, write_state
 
 #: Most rows in one pack: removing a run from a pack (its replace or deletion) writes the pack
-#: again, so this bounds that cost (about a second on these machines).
+#: again, so this bounds that cost.
 PACK_ROWS = 8 * 1024 * 1024
 #: A run with more long-form rows than this keeps its own files.
 LARGE_RUN_ROWS = PACK_ROWS // 4
@@ -102,19 +101,6 @@ class _Candidate:
     lock: ExitStack
 
 
-def projects(root: WarehouseRoot) -> list[tuple[str, str]]:
-    """Every (entity, project) with a run in the warehouse."""
-    out = []
-    for e in root.fs.get_file_info(pafs.FileSelector(root.path(RUNS), allow_not_found=True)):
-        if e.type != pafs.FileType.Directory or not e.base_name.startswith("entity="):
-            continue
-        for p in root.fs.get_file_info(pafs.FileSelector(e.path)):
-            if p.type == pafs.FileType.Directory and p.base_name.startswith("project="):
-                out.append((decode_partition_value(e.base_name.split("=", 1)[1]),
-                            decode_partition_value(p.base_name.split("=", 1)[1])))
-    return sorted(out)
-
-
 def compact_project(root: WarehouseRoot, entity: str, project: str,
                     states: Mapping[str, str | None] | None = None, *,
                     min_runs: int = MIN_RUNS, max_rows: int = PACK_ROWS) -> CompactResult:
@@ -133,9 +119,8 @@ def _compact_project(root: WarehouseRoot, entity: str, project: str, states: Map
         recovered = recover(root, entity, project)
         loose = _loose_run_ids(root, entity, project)
         if states is None:
-            states = {run_id: _exported_state(root, RunKey(entity, project, run_id)) for run_id in loose}
+            states = {run_id: exported_state(root, RunKey(entity, project, run_id)) for run_id in loose}
         chosen, busy = _candidates(root, entity, project, loose, states, max_rows)
-        locked = list(chosen)
         try:
             written: list[str] = []
             rows = 0
@@ -156,7 +141,7 @@ def _compact_project(root: WarehouseRoot, entity: str, project: str, states: Map
                     rows += sum(c.rows for c in group)
             packed = len(chosen) if written else 0
         finally:
-            for c in locked:
+            for c in chosen:
                 c.lock.close()
     return CompactResult(entity, project, packed, rows, tuple(written), busy, recovered,
                          round(time.monotonic() - started, 3))
@@ -176,23 +161,13 @@ def _candidates(root: WarehouseRoot, entity: str, project: str, loose: set[str],
             busy += 1
             continue
         state = read_state(root, HISTORY, run)
-        loose = [p for p in state.parts if p.metrics_file] if state is not None else []
-        rows = sum(p.metrics_rows for p in loose)
-        if not loose or rows > large or not is_consistent(state, list_parts(root, HISTORY_SPEC, run, state)):
+        own = [p for p in state.parts if p.metrics_file] if state is not None else []
+        rows = sum(p.metrics_rows for p in own)
+        if not own or rows > large or not is_consistent(state, list_parts(root, HISTORY_SPEC, run, state)):
             lock.close()
             continue
         chosen.append(_Candidate(run, state, rows, lock))
     return chosen, busy
-
-
-def _exported_state(root: WarehouseRoot, run: RunKey) -> str | None:
-    """The W&B state a run was last exported with (None: no `runs` row)."""
-    try:
-        with root.fs.open_input_file(f"{root.run_dir(RUNS, run)}/{RUN_FILES[RUNS]}") as f:
-            values = pq.read_table(f, columns=["state"]).column("state").to_pylist()
-    except FileNotFoundError:
-        return None
-    return values[0] if values else None
 
 
 def _loose_run_ids(root: WarehouseRoot, entity: str, project: str) -> set[str]:

@@ -30,6 +30,7 @@ from contextlib import contextmanager
 import pyarrow.fs as pafs
 import pyarrow.parquet as pq
 
+from .errors import WarehouseError
 from .layout import (
     METRICS_PACKS,
     PARQUET_SUFFIX,
@@ -38,7 +39,6 @@ from .layout import (
     WarehouseRoot,
     project_token,
 )
-from .errors import WarehouseError
 from .lock import packs_lock
 from .parquet import delete_file, list_files
 
@@ -108,6 +108,8 @@ def write_pack(con, sources: list[str], out_path: str, runs: list[str], *, base:
     """Write a pack to `out_path` from local Parquet files: `sources`, runs' own `metrics`
     files (columns step, key, value) in `run_id=<encoded id>` directories, and `base`, packs
     (run_id a column). `runs` are the run ids it will hold. Returns its rows."""
+    import duckdb
+
     scans = []
     if sources:
         scans.append("SELECT run_id, step, CAST(key AS VARCHAR) AS key, value FROM read_parquet("
@@ -117,10 +119,8 @@ def write_pack(con, sources: list[str], out_path: str, runs: list[str], *, base:
         scans.append(f"SELECT run_id, step, CAST(key AS VARCHAR) AS key, value FROM read_parquet({_list(base)})")
     query = f"SELECT * FROM ({' UNION ALL '.join(scans)}) {where}" + (" ORDER BY key, run_id, step" if order else "")
     metadata = json.dumps(sorted(runs), ensure_ascii=True)
-    # A sort needs no insertion order (keeping it costs memory); a filtered copy keeps it.
-    import duckdb
-
     try:
+        # A sort needs no insertion order (keeping it costs memory); a filtered copy keeps it.
         con.execute(f"SET preserve_insertion_order = {'false' if order else 'true'}")
         con.execute(f"COPY ({query}) TO {_literal(out_path)} (FORMAT parquet, COMPRESSION zstd, "
                     f"ROW_GROUP_SIZE {ROW_GROUP_ROWS}, KV_METADATA {{{_literal(RUNS_METADATA)}: {_literal(metadata)}}})")
@@ -173,14 +173,13 @@ class Scratch:
         self._put(local_path, final_path)
 
     def _put(self, local_path: str, path: str) -> None:
-        if self.root.is_local:
-            os.makedirs(os.path.dirname(path), exist_ok=True)
-            os.replace(local_path, path)
-            return
-        # Never stream to the final key: upload beside it, then copy on the server.
-        staged = f"{self.pending}/upload-{uuid.uuid4().hex}{PARQUET_SUFFIX}"
-        pafs.copy_files(local_path, staged, source_filesystem=pafs.LocalFileSystem(), destination_filesystem=self.root.fs)
-        self.root.fs.move(staged, path)
+        if not self.root.is_local:
+            # Never stream to the final key: upload beside it, then copy on the server.
+            staged = f"{self.pending}/upload-{uuid.uuid4().hex}{PARQUET_SUFFIX}"
+            pafs.copy_files(local_path, staged, source_filesystem=pafs.LocalFileSystem(),
+                            destination_filesystem=self.root.fs)
+            local_path = staged
+        _move(self.root, local_path, path)
 
     def close(self) -> None:
         shutil.rmtree(self.dir, ignore_errors=True)
@@ -194,12 +193,17 @@ class Scratch:
 
 def promote(root: WarehouseRoot, entity: str, project: str, name: str) -> None:
     """Make a pending pack visible to the views (one rename or server-side copy)."""
-    final = f"{pack_dir(root, entity, project)}/{name}"
+    _move(root, f"{pending_dir(root, entity, project)}/{name}", f"{pack_dir(root, entity, project)}/{name}")
+
+
+def _move(root: WarehouseRoot, source: str, target: str) -> None:
+    """Put the file `source` at `target` on the root's filesystem in one step: a rename, or
+    a server-side copy on an object store."""
     if root.is_local:
-        os.makedirs(os.path.dirname(final), exist_ok=True)
-        os.replace(f"{pending_dir(root, entity, project)}/{name}", final)
+        os.makedirs(os.path.dirname(target), exist_ok=True)
+        os.replace(source, target)
     else:
-        root.fs.move(f"{pending_dir(root, entity, project)}/{name}", final)
+        root.fs.move(source, target)
 
 
 def remove_runs(root: WarehouseRoot, entity: str, project: str, path: str, run_ids: Iterable[str]) -> int:
