@@ -32,6 +32,8 @@ class Attempt:
     graphql: int
     result: dict[str, Any]
     cpu: float = 0.0  # user+sys of the child's process tree, start-up included
+    #: user+sys of this process (the emulator serving the child) meanwhile, the sampler's own excluded
+    server_cpu: float = 0.0
 
 
 @dataclass
@@ -59,6 +61,17 @@ class Measurement:
         return statistics.median(values) if values else None
 
     @property
+    def export_cpu(self) -> float | None:
+        """CPU seconds of the export itself: the process tree's, less the child's start-up."""
+        values = [a.cpu - float(a.result.get("startup_cpu") or 0) for a in self.attempts if a.cpu]
+        return statistics.median(values) if values else None
+
+    @property
+    def server_cpu(self) -> float | None:
+        values = [a.server_cpu for a in self.attempts if a.server_cpu]
+        return statistics.median(values) if values else None
+
+    @property
     def rss_mb(self) -> float | None:
         values = [a.rss_mb for a in self.attempts if a.rss_mb]
         return max(values) if values else None
@@ -79,6 +92,7 @@ class TreeRssSampler:
         # processes a pool (or a forkserver) starts are not all reaped by the child, so the
         # kernel's children usage misses them.
         self.cpu_by_pid: dict[int, float] = {}
+        self.own_cpu = 0.0  # this sampling thread's CPU seconds
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._run, name="rss-sampler", daemon=True)
 
@@ -91,6 +105,13 @@ class TreeRssSampler:
         self._thread.join()
 
     def _run(self) -> None:
+        start = time.thread_time()
+        try:
+            self._sample()
+        finally:
+            self.own_cpu = time.thread_time() - start
+
+    def _sample(self) -> None:
         try:
             root = psutil.Process(self.pid)
             # Between fork and exec the child still maps the parent's memory: wait for exec.
@@ -153,6 +174,7 @@ def run_child(spec: dict[str, Any], work: Path, *, timeout: float = 3600,
         env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(_without_pandas(work)), env.get("PYTHONPATH")]))
     before = graphql_counter() if graphql_counter else -1
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own = resource.getrusage(resource.RUSAGE_SELF)
     started = time.perf_counter()
     with tempfile.TemporaryFile() as err:
         command = [sys.executable, "-m", CHILD_MODULE, str(spec_path), str(result_path)]
@@ -175,6 +197,10 @@ def run_child(spec: dict[str, Any], work: Path, *, timeout: float = 3600,
             tail = err.read().decode(errors="replace")[-4000:]
             raise RuntimeError(f"{spec['contender']} exited with {code}:\n{tail}")
     after = resource.getrusage(resource.RUSAGE_CHILDREN)
+    own_after = resource.getrusage(resource.RUSAGE_SELF)
+    # The emulator serves from this process; while the child ran, the rest of it was idle.
+    server_cpu = max(0.0, (own_after.ru_utime - own.ru_utime) + (own_after.ru_stime - own.ru_stime)
+                     - sampler.own_cpu)
     # Under py-spy the contender is a grandchild whose usage is not reported here.
     cpu = 0.0 if py_spy is not None else (after.ru_utime - usage.ru_utime) + (after.ru_stime - usage.ru_stime)
     # The sampled tree sees pool workers the rusage of reaped children does not (it misses at
@@ -183,4 +209,4 @@ def run_child(spec: dict[str, Any], work: Path, *, timeout: float = 3600,
     result = json.loads(result_path.read_text())
     graphql = graphql_counter() - before if graphql_counter else -1
     rss = max(sampler.peak / 2**20, float(result.get("vmhwm_mb") or 0))
-    return Attempt(result["seconds"], int(result["rows"]), rss, wall, graphql, result, cpu)
+    return Attempt(result["seconds"], int(result["rows"]), rss, wall, graphql, result, cpu, server_cpu)

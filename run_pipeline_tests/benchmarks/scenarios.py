@@ -99,7 +99,11 @@ class Bench:
     # -- running contenders ------------------------------------------------------------------
     def measure(self, label: str, contender: str, emu: Emulator, *, projects: list[str], expected_rows: int,
                 since: str | None = None, min_steps: dict | None = None, prepare=None, keep: Path | None = None,
-                rows_basis: str = "own", workers: int | None = None, sdk_cap: int | None = None) -> Measurement:
+                rows_basis: str = "own", workers: int | None = None, sdk_cap: int | None = None,
+                floor_history: list[str] | None = None) -> Measurement:
+        """Run one contender `reps` times. With `floor_history` (the runs' history.jsonl files
+        for live pages, [] for exported Parquet), run_pipeline's first warehouse is also
+        measured for the library floor (`floor.py`)."""
         workers = workers or self.args.workers
         name = contender if workers == 1 or contender != "run_pipeline" else f"{contender} ({workers} workers)"
         m = Measurement(label, name)
@@ -133,10 +137,13 @@ class Bench:
             if extra.get("unreconciled"):
                 log(f"  !! {name}: runs not reconciled: {extra['unreconciled'][:5]}")
             m.attempts.append(attempt)
+            if contender == "run_pipeline" and i == 0 and floor_history is not None:
+                self.library_floor(label, out, work, floor_history)
             read = f", SDK read {extra['rows']:,} rows" if rows_basis == "expected" and contender == "wandb-sdk" else ""
             log(f"  [{label}] {name} #{i + 1}: {attempt.seconds:,.2f}s, {attempt.rows:,} rows "
                 f"({attempt.rows / attempt.seconds:,.0f}/s), peak RSS {attempt.rss_mb:,.0f} MB, "
-                f"{attempt.graphql} GraphQL requests, process wall {attempt.wall:.1f}s, CPU {attempt.cpu:.1f}s{read}")
+                f"{attempt.graphql} GraphQL requests, process wall {attempt.wall:.1f}s, CPU {attempt.cpu:.1f}s, "
+                f"emulator CPU {attempt.server_cpu:.1f}s{read}")
             if keep is not None and i == reps - 1:
                 shutil.move(str(out), keep)
             else:
@@ -145,6 +152,12 @@ class Bench:
             m.note = f"(first {sdk_cap} runs)"
         self.results.append(m)
         return m
+
+    def library_floor(self, label: str, out: Path, work: Path, history: list[str]) -> None:
+        a = run_child({"contender": "library-floor", "out_dir": str(out), "history": history}, work / "floor")
+        self.facts[f"floor:{label}"] = a.result
+        log(f"  [{label}] library floor: parsing {a.result['parse_cpu']:.2f} CPU-s, writing the "
+            f"{a.result['files']:,} Parquet files again {a.result['write_cpu']:.2f} CPU-s")
 
     def serve_only(self, label: str, emu: Emulator, *, projects: list[str], expected_rows: int,
                    since: str | None = None, min_steps: dict | None = None) -> Measurement:
@@ -167,10 +180,13 @@ class Bench:
         return m
 
     def contenders(self, label: str, emu: Emulator, *, keep_warehouse: Path | None = None,
-                   sdk_cap: int | None = None, **kw) -> dict[str, Measurement]:
+                   sdk_cap: int | None = None, floor_of: Dataset | None = None, **kw) -> dict[str, Measurement]:
         out = {}
         for contender in self.args.contenders:
-            extra = {"keep": keep_warehouse} if contender == "run_pipeline" else {}
+            extra: dict = {"keep": keep_warehouse} if contender == "run_pipeline" else {}
+            if contender == "run_pipeline" and floor_of is not None:
+                extra["floor_history"] = ([str(floor_of.root / ENTITY / r.project / r.run_id / "history.jsonl")
+                                           for r in floor_of.runs] if label.endswith("· live") else [])
             if contender == "wandb-sdk":
                 extra["sdk_cap"] = sdk_cap
             out[contender] = self.measure(label, contender, emu, **kw, **extra)
@@ -189,7 +205,8 @@ class Bench:
         """Every contender on the one-run dataset, served in each Parquet mode in turn."""
         for mode in modes:
             emu.server.set_parquet_mode(mode)
-            found = self.contenders(f"{name} · {mode}", emu, projects=[project], expected_rows=ds.rows)
+            found = self.contenders(f"{name} · {mode}", emu, projects=[project], expected_rows=ds.rows,
+                                    floor_of=ds)
             rp = found.get("run_pipeline")
             if rp:
                 self.facts[f"rss:{name}:{mode}"] = (ds.rows, rp.rss_mb)
@@ -236,7 +253,7 @@ class Bench:
                     emu.server.set_parquet_mode(mode)
                     label = f"many-runs · {mode}"
                     self.contenders(label, emu, projects=ds.projects, expected_rows=ds.rows,
-                                    sdk_cap=self.sdk_max_runs,
+                                    sdk_cap=self.sdk_max_runs, floor_of=ds,
                                     keep_warehouse=warehouse if mode == "parquet" else None)
                     if "run_pipeline" in self.args.contenders and self.args.threads > 1:
                         self.measure(label, "run_pipeline", emu, projects=ds.projects, expected_rows=ds.rows,
