@@ -370,6 +370,15 @@ def _read_parquet(path: str, min_step: int, max_step: int | None, batch_rows: in
     # Wide files (thousands of keys) in fewer rows per batch: memory stays flat in the keys.
     width = len(columns) if columns is not None else pf.metadata.num_columns
     batch_rows = max(256, min(batch_rows, PARQUET_BATCH_CELLS // max(1, width)))
+    batches = _file_batches(pf, min_step, max_step, batch_rows, columns)
+    # A file of several batches is read and normalized a batch ahead, in a thread, while the
+    # caller writes the batch before (Parquet writing releases the GIL); one batch would only
+    # pay for the thread.
+    return prefetch(batches) if pf.metadata.num_rows > batch_rows else batches
+
+
+def _file_batches(pf: pq.ParquetFile, min_step: int, max_step: int | None, batch_rows: int,
+                  columns: list[str] | None) -> Iterator[tuple[pa.RecordBatch | None, int | None]]:
     for raw in pf.iter_batches(batch_size=batch_rows, use_threads=False, columns=columns):
         batch = normalize_batch(raw)
         if STEP not in batch.schema.names:

@@ -195,3 +195,39 @@ def test_a_server_refusing_system_metrics_in_the_plan_is_asked_without_them(tmp_
     assert sum(b.num_rows for b in run.iter_system_metrics_batches()) == 10
     kinds = [c[0] if c[0] == "download" else c[0].split("(")[0].split()[-1] for c in fake.calls]
     assert kinds == ["RunHistoryPlan", "RunHistoryPlan", "download", "RunCountedEvents"]
+
+
+def test_a_file_of_many_batches_is_read_whole_in_order_and_its_download_removed(tmp_path):
+    # 2,000 exported rows in batches of 256: read a batch ahead in a thread while the caller works.
+    fake = FakeTransport(tmp_path, list(range(2000)), [], [], 0)
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    batches = list(make_run(fake).iter_history_batches(parquet_batch_rows=256, tmp_dir=downloads))
+    assert len(batches) > 2
+    assert [r["_step"] for b in batches for r in batch_to_rows(b)] == list(range(2000))
+    assert [r["loss"] for r in batch_to_rows(batches[-1])][-1] == 1999.0
+    assert list(downloads.iterdir()) == []
+    # The caller stops after the first batch: the download is removed all the same.
+    reader = make_run(fake).iter_history_batches(parquet_batch_rows=256, tmp_dir=downloads)
+    assert next(reader).num_rows == 256
+    reader.close()
+    assert list(downloads.iterdir()) == []
+
+
+def test_a_file_that_breaks_after_its_first_batches_fails_naming_it(tmp_path):
+    fake = FakeTransport(tmp_path, list(range(2000)), [], [], 0)
+    # The second row group's first page header is overwritten: the footer still parses, so the
+    # download passes its check, and reading fails part-way through the file.
+    offset = pq.ParquetFile(fake.parquet).metadata.row_group(1).column(0).data_page_offset
+    data = bytearray(fake.parquet.read_bytes())
+    data[offset:offset + 16] = b"\xff" * 16
+    fake.parquet.write_bytes(bytes(data))
+    downloads = tmp_path / "downloads"
+    downloads.mkdir()
+    rows = []
+    with pytest.raises(WandbIncompleteDataError, match=r"run e/p/r: exported history .*x\.parquet could not be read"):
+        for batch in make_run(fake).iter_history_batches(parquet_batch_rows=256, tmp_dir=downloads):
+            rows.extend(batch_to_rows(batch))
+    assert [r["_step"] for r in rows] == list(range(len(rows)))  # what came before the break, in order
+    assert len(rows) < 2000
+    assert list(downloads.iterdir()) == []
