@@ -51,6 +51,10 @@ if TYPE_CHECKING:
 PARQUET_READ_BUFFER = 64 * 1024
 #: At most about this many values (rows × columns) per batch read from an exported file.
 PARQUET_BATCH_CELLS = 8_192 * 256
+#: Live pages fetched, and pages parsed, ahead of the writer: while it writes a row group (a
+#: pause of up to a few hundred milliseconds on a long run) the fetching and parsing threads
+#: go on for this many pages instead of stopping after one (a page is about 1 MB of JSON).
+LIVE_DEPTH = 4
 #: Without `eventsLineCount`, ask for this many system-metric rows.
 LARGE_SAMPLES = 10_000_000
 #: Bytes of an exported file's end read to learn its last step before downloading it.
@@ -134,7 +138,7 @@ class HistoryReader:
         fetches pages, another parses them (pyarrow.json, like the Parquet writer, releases
         the GIL), while the consumer writes the batch before."""
         def batches() -> Iterator[pa.RecordBatch]:
-            for strings in prefetch(page_windows(self.fetch_history_page, start, end, page_size)):
+            for strings in prefetch(page_windows(self.fetch_history_page, start, end, page_size), LIVE_DEPTH):
                 batch = strings_to_batch(strings)
                 # The server must honour the window; rows outside it would duplicate parquet rows.
                 if STEP in batch.schema.names:
@@ -146,7 +150,7 @@ class HistoryReader:
                         batch = batch.filter(pc.fill_null(mask, False))
                 if batch.num_rows:
                     yield batch
-        yield from prefetch(batches())
+        yield from prefetch(batches(), LIVE_DEPTH)
 
     # -- the plan and the exported Parquet -------------------------------------------------------
 
