@@ -55,6 +55,8 @@ PARQUET_BATCH_CELLS = 8_192 * 256
 #: pause of up to a few hundred milliseconds on a long run) the fetching and parsing threads
 #: go on for this many pages instead of stopping after one (a page is about 1 MB of JSON).
 LIVE_DEPTH = 4
+#: Exported files of at most this many columns are read a batch ahead (see `_read_parquet`).
+READ_AHEAD_MAX_COLUMNS = 256
 #: Without `eventsLineCount`, ask for this many system-metric rows.
 LARGE_SAMPLES = 10_000_000
 #: Bytes of an exported file's end read to learn its last step before downloading it.
@@ -273,7 +275,8 @@ class HistoryReader:
                 yield batch
         start = lo if top is None else max(lo, top + 1)
         end = _end(plan, max_step)
-        yield from self._live_batches(start, end, page_size)
+        if start < end:  # a live tail to page (no threads started for a run wholly exported)
+            yield from self._live_batches(start, end, page_size)
 
     def scan_rows(self, keys: list[str] | None, page_size: int, min_step: int | None,
                   max_step: int | None, plan: HistoryPlan | None = None) -> Iterator[dict[str, Any]]:
@@ -377,8 +380,10 @@ def _read_parquet(path: str, min_step: int, max_step: int | None, batch_rows: in
     batches = _file_batches(pf, min_step, max_step, batch_rows, columns)
     # A file of several batches is read and normalized a batch ahead, in a thread, while the
     # caller writes the batch before (Parquet writing releases the GIL); one batch would only
-    # pay for the thread.
-    return prefetch(batches) if pf.metadata.num_rows > batch_rows else batches
+    # pay for the thread, and a wide file would hold thousands of columns more in memory.
+    if pf.metadata.num_rows > batch_rows and width <= READ_AHEAD_MAX_COLUMNS:
+        return prefetch(batches)
+    return batches
 
 
 def _file_batches(pf: pq.ParquetFile, min_step: int, max_step: int | None, batch_rows: int,
