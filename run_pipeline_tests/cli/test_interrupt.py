@@ -16,6 +16,13 @@ import pytest
 from .helpers import CLI, clean_env, disk_counts, emulator_env, run_cli
 
 
+def _foreground_signals() -> None:
+    """A command run from a terminal starts with Ctrl-C's SIGINT at its default action; one
+    started in the background by a shell without job control (a CI script's `cmd &`) inherits
+    it ignored, and would never see the Ctrl-C this test sends."""
+    signal.signal(signal.SIGINT, signal.SIG_DFL)
+
+
 def visible(wh):
     """{run_id: history rows} for every run the views show, and the staged files left behind."""
     con = duckdb.connect(str(wh / "warehouse.duckdb"), read_only=True)
@@ -42,7 +49,7 @@ def test_ctrl_c_abandons_runs_in_flight_and_a_rerun_resumes(emulator, tmp_path, 
     emulator.set_faults(rates={"slow": 1.0}, paths=["/storage/"], slow_seconds=1.0)
     proc = subprocess.Popen(CLI + ["export", "--entity", "demo", "--project", "rl-agents", "--warehouse", str(wh),
                                    "--workers", workers], stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-                            env=clean_env(env), start_new_session=True)
+                            env=clean_env(env), start_new_session=True, preexec_fn=_foreground_signals)
     lines: queue.Queue[str] = queue.Queue()
     reader = threading.Thread(target=lambda: [lines.put(line) for line in proc.stderr], daemon=True)
     reader.start()
