@@ -114,42 +114,43 @@ def _why_slow(m: Measurement, results: list[Measurement], scenario: str, target_
     can do in the time the target allows, less what the emulator serving the export took, against
     what the export used; then whether the time went to CPU or to waiting."""
     cores = os.cpu_count() or 1
+    capacity = cores * target_seconds
     lines = []
     export_cpu, server = m.export_cpu, m.server_cpu or 0.0
     if export_cpu:
-        budget = cores * target_seconds - server
-        lines.append(
-            f"CPU budget at the target: {target_seconds:.2f} s on {cores} cores = {cores * target_seconds:.1f} "
-            f"CPU-s, of which the emulator serving it took {server:.1f} (measured meanwhile), leaving "
-            f"{budget:.1f} CPU-s; run_pipeline's export used {export_cpu:.1f} CPU-s (start-up excluded) "
-            f"= {export_cpu / budget:.1f}× that budget" if budget > 0 else
-            f"CPU budget at the target: {target_seconds:.2f} s on {cores} cores = {cores * target_seconds:.1f} "
-            f"CPU-s, less than the emulator alone took to serve it ({server:.1f} CPU-s)")
-        busy = export_cpu / m.seconds
-        if budget > 0 and export_cpu > budget:
-            lines.append(f"over the budget by {export_cpu - budget:.1f} CPU-s: more work than {cores} cores "
-                         f"do in {target_seconds:.2f} s, whatever the parallelism")
-        elif budget > 0:
-            lines.append(f"within the budget: the export kept {busy:.2f} cores busy on average over its "
-                         f"{m.seconds:.2f} s; at the target it would need {export_cpu / target_seconds:.2f} of the "
-                         f"{cores - server / target_seconds:.2f} the emulator leaves: its stages wait on each "
-                         "other, the CPU is not what misses it")
+        budget = capacity - server
+        head = f"CPU budget at the target: {target_seconds:.2f} s on {cores} cores = {capacity:.1f} CPU-s"
+        if budget <= 0:
+            lines.append(f"{head}, less than the emulator alone took to serve it ({server:.1f} CPU-s)")
+        else:
+            lines.append(f"{head}, of which the emulator serving it took {server:.1f} (measured meanwhile), "
+                         f"leaving {budget:.1f} CPU-s; run_pipeline's export used {export_cpu:.1f} CPU-s "
+                         f"(start-up excluded) = {export_cpu / budget:.1f}× that budget")
+            if export_cpu > budget:
+                lines.append(f"over the budget by {export_cpu - budget:.1f} CPU-s: more work than {cores} cores "
+                             f"do in {target_seconds:.2f} s, whatever the parallelism")
+            else:
+                lines.append(f"within the budget: the export kept {export_cpu / m.seconds:.2f} cores busy on "
+                             f"average over its {m.seconds:.2f} s; at the target it would need "
+                             f"{export_cpu / target_seconds:.2f} of the {cores - server / target_seconds:.2f} the "
+                             "emulator leaves: its stages wait on each other, the CPU is not what misses it")
     wire = _find(results, scenario, "wire")
     if floor and wire and wire.export_cpu is not None:
         # The library floor (floor.py): what the libraries alone spend on the unavoidable work.
         serving = wire.server_cpu or server  # the emulator answering the same requests, nothing else
         least = wire.export_cpu + floor["parse_cpu"] + floor["write_cpu"] + serving
-        capacity = cores * target_seconds
         parse = f"parsing the pages {floor['parse_cpu']:.1f} + " if floor["parse_cpu"] else ""
-        lines.append(
-            f"library floor: the HTTP client {wire.export_cpu:.1f} (the wire contender) + {parse}writing the "
-            f"{floor['files']:,} Parquet files {floor['write_cpu']:.1f} + serving {serving:.1f} = {least:.1f} CPU-s, "
-            f"{least / capacity:.0%} of the {capacity:.1f} the cores give at the target"
-            + (": the target is out of reach on this machine with this layout, whatever the code around the "
-               "libraries" if least >= capacity else
-               f"; run_pipeline spends {export_cpu - (least - serving):.1f} CPU-s beyond the libraries' share "
-               f"(locks, manifests, bookkeeping, building tables, Python between library calls), where the "
-               f"target leaves {capacity - least:.1f}" if export_cpu else ""))
+        line = (f"library floor: the HTTP client {wire.export_cpu:.1f} (the wire contender) + {parse}writing the "
+                f"{floor['files']:,} Parquet files {floor['write_cpu']:.1f} + serving {serving:.1f} = {least:.1f} "
+                f"CPU-s, {least / capacity:.0%} of the {capacity:.1f} the cores give at the target")
+        if least >= capacity:
+            line += (": the target is out of reach on this machine with this layout, whatever the code around "
+                     "the libraries")
+        elif export_cpu:
+            line += (f"; run_pipeline spends {export_cpu - (least - serving):.1f} CPU-s beyond the libraries' share "
+                     "(locks, manifests, bookkeeping, building tables, Python between library calls), where the "
+                     f"target leaves {capacity - least:.1f}")
+        lines.append(line)
     if wire:
         lines.append(f"the wire alone (the same requests, bytes discarded) took {wire.seconds:.2f} s: "
                      f"run_pipeline runs at {m.rows_per_second / wire.rows_per_second:.0%} of it")

@@ -62,7 +62,7 @@ def _child(spec: dict) -> dict:
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m run_pipeline_tests.benchmarks.alternate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--set", dest="settings", action="append", required=True, metavar="NAME=VALUE",
+    p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
                    help="a setting of run_pipeline.client.history to change (an integer)")
     p.add_argument("--scenario", choices=SHAPES, default="long-run")
     p.add_argument("--mode", choices=("live", "parquet"), default="parquet")
@@ -74,6 +74,8 @@ def main(argv: list[str] | None = None) -> int:
         spec = json.loads(Path(args.child).read_text())
         Path(spec["result"]).write_text(json.dumps(_child(spec)))
         return 0
+    if not args.settings:
+        p.error("name at least one setting to change: --set NAME=VALUE")
     settings = {}
     for item in args.settings:
         name, _, value = item.partition("=")
@@ -101,7 +103,7 @@ def main(argv: list[str] | None = None) -> int:
             spec = {"api_key": API_KEY, "base_url": server.base_url, "project": args.scenario, "reps": args.reps,
                     "settings": settings, "work": str(work), "result": str(work / "result.json")}
             (work / "spec.json").write_text(json.dumps(spec))
-            subprocess.run([sys.executable, "-m", "run_pipeline_tests.benchmarks.alternate", "--set", "x=0",
+            subprocess.run([sys.executable, "-m", "run_pipeline_tests.benchmarks.alternate",
                             "--child", str(work / "spec.json")], check=True)
         finally:
             server.stop()

@@ -71,8 +71,11 @@ class Dataset:
     def rows(self) -> int:
         return sum(r.rows for r in self.runs)
 
+    def history_files(self) -> list[Path]:
+        return [self.root / ENTITY / r.project / r.run_id / "history.jsonl" for r in self.runs]
+
     def history_bytes(self) -> int:
-        return sum((self.root / ENTITY / r.project / r.run_id / "history.jsonl").stat().st_size for r in self.runs)
+        return sum(path.stat().st_size for path in self.history_files())
 
     def describe(self) -> str:
         states: dict[str, int] = {}

@@ -22,10 +22,6 @@ PAGE_ROWS = 1000
 TABLES = ("history", "metrics", "system_metrics", "runs", "run_config", "run_summary")
 
 
-def _cpu() -> float:
-    return time.process_time()
-
-
 def parse_floor(history_files: list[str]) -> float:
     """CPU seconds to decode and parse every page of these history.jsonl files (see above)."""
     import orjson
@@ -39,17 +35,17 @@ def parse_floor(history_files: list[str]) -> float:
         for i in range(0, len(lines), PAGE_ROWS):
             page = lines[i:i + PAGE_ROWS]
             answer = orjson.dumps({"data": {"project": {"run": {"history": [s.decode() for s in page]}}}})
-            start = _cpu()
+            start = time.process_time()
             strings = orjson.loads(answer)["data"]["project"]["run"]["history"]
-            decoded = _cpu() - start
+            decoded = time.process_time() - start
             data = "\n".join(strings).encode()
-            start = _cpu()
+            start = time.process_time()
             read = read_page(data)
-            arrow = _cpu() - start if read is not None else float("inf")
-            start = _cpu()
+            arrow = time.process_time() - start if read is not None else float("inf")
+            start = time.process_time()
             try:
                 orjson.loads(b"[" + b",".join(page) + b"]")
-                plain = _cpu() - start
+                plain = time.process_time() - start
             except orjson.JSONDecodeError:  # NaN/Infinity tokens: orjson cannot read the page
                 plain = float("inf")
             if min(arrow, plain) == float("inf"):
@@ -70,8 +66,8 @@ def write_floor(warehouse: str) -> tuple[float, int]:
         for table in TABLES:
             for path in sorted((Path(warehouse) / table).rglob("*.parquet")):
                 data = pq.ParquetFile(path).read()
-                start = _cpu()
+                start = time.process_time()
                 pq.write_table(data, target, **write_options(data.schema))
-                total += _cpu() - start
+                total += time.process_time() - start
                 files += 1
     return total, files

@@ -185,8 +185,8 @@ class Bench:
         for contender in self.args.contenders:
             extra: dict = {"keep": keep_warehouse} if contender == "run_pipeline" else {}
             if contender == "run_pipeline" and floor_of is not None:
-                extra["floor_history"] = ([str(floor_of.root / ENTITY / r.project / r.run_id / "history.jsonl")
-                                           for r in floor_of.runs] if label.endswith("· live") else [])
+                extra["floor_history"] = ([str(f) for f in floor_of.history_files()]
+                                          if label.endswith("· live") else [])
             if contender == "wandb-sdk":
                 extra["sdk_cap"] = sdk_cap
             out[contender] = self.measure(label, contender, emu, **kw, **extra)
