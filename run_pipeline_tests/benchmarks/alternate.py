@@ -1,118 +1,138 @@
-"""`python -m run_pipeline_tests.benchmarks.alternate --set NAME=VALUE [--set ...]
-[--scenario long-run|messy|wide] [--mode live|parquet] [--steps N] [--reps N]`
+"""`python -m run_pipeline_tests.benchmarks.alternate [--set NAME=VALUE ...] [--against DIR]
+[--scenario long-run|messy|wide|many-runs] [--mode live|parquet] [--steps N] [--runs N] [--reps N]`
 
-Compares run_pipeline as it is with one or more of its module settings changed
-(`run_pipeline.client.history`'s, e.g. `LIVE_DEPTH=1` for the fetching and parsing threads one
-page ahead, `READ_AHEAD_MAX_COLUMNS=0` for no Parquet read-ahead): one scenario's run, served by
-the emulator in this process, exported in one child process that alternates the two sides
-`--reps` times each (after one warm-up export). Separate invocations compare the machine's
-moods as much as the code; alternating in one process compares the code. Prints each side's
-median wall and CPU seconds.
+Compares run_pipeline as it is with a changed one: one or more of its module settings changed
+(`--set`; a bare NAME is `run_pipeline.client.history`'s, e.g. `LIVE_DEPTH=1` for the fetching
+and parsing threads one page ahead, `READ_AHEAD_MAX_COLUMNS=0` for no Parquet read-ahead; any
+other module's setting is named in full, `run_pipeline.warehouse.parquet.ROW_GROUP_BYTES=…`),
+and/or the checkout itself (`--against DIR`: the other side imports `run_pipeline` from DIR,
+e.g. a `git worktree` of the commit before a change). One scenario's runs, served by the
+emulator in this process, are exported by two child processes, one a side, that take turns
+`--reps` times each (after one warm-up export each), so the machine's drift between
+invocations does not pass for a change in the code. Prints each side's median wall and CPU
+seconds (the export in one process, one run at a time).
 """
 
 from __future__ import annotations
 
 import argparse
 import json
-import shutil
+import os
 import statistics
 import subprocess
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 from . import datasets
 from .datasets import ENTITY
 from .scenarios import API_KEY
 
-SHAPES = {"long-run": None, "messy": "messy", "wide": "wide"}
+SCENARIOS = ("long-run", "messy", "wide", "many-runs")
+CHILD = Path(__file__).with_name("alternate_child.py")
 
 
-def _child(spec: dict) -> dict:
-    import run_pipeline.client.history as history
-    from run_pipeline.client import Api
-    from run_pipeline.discovery import discover_runs
-    from run_pipeline.pool import export_runs
-    from run_pipeline.warehouse import Warehouse
+def _setting(item: str) -> tuple[str, int]:
+    name, _, value = item.partition("=")
+    if not name or not value.lstrip("-").isdigit():
+        raise ValueError(f"--set {item!r}: expected NAME=INTEGER, e.g. LIVE_DEPTH=1")
+    return (name if "." in name else f"run_pipeline.client.history.{name}"), int(value)
 
-    api = Api(api_key=spec["api_key"], base_url=spec["base_url"])
-    found = discover_runs(api, ENTITY, spec["project"])
-    current = {name: getattr(history, name) for name in spec["settings"]}
-    sides: dict[str, list[tuple[float, float]]] = {"as is": [], "changed": []}
-    for i in range(2 * spec["reps"] + 1):
-        side = "changed" if i % 2 else "as is"
-        for name, value in (spec["settings"] if side == "changed" else current).items():
-            setattr(history, name, value)
-        out = Path(spec["work"]) / "warehouse"
-        shutil.rmtree(out, ignore_errors=True)
-        warehouse = Warehouse(out)
-        wall, cpu = time.perf_counter(), time.process_time()
-        outcomes = list(export_runs(api, warehouse, found, full=True))
-        warehouse.refresh_catalog()
-        wall, cpu = time.perf_counter() - wall, time.process_time() - cpu
-        failed = [o.error for o in outcomes if o.result is None]
-        if failed:
-            raise SystemExit(f"export failed: {failed[0]}")
-        if i:  # the first export warms the emulator's caches and this process's imports
-            sides[side].append((wall, cpu))
-    return sides
+
+def _check_setting(dotted: str) -> None:
+    import importlib
+
+    module, _, name = dotted.rpartition(".")
+    try:
+        found = hasattr(importlib.import_module(module), name)
+    except ImportError:
+        found = False
+    if not found:
+        raise ValueError(f"{module} has no setting {name!r}")
+
+
+def _dataset(work: Path, args: argparse.Namespace) -> datasets.Dataset:
+    if args.scenario == "many-runs":
+        sizes = datasets.FULL.__class__(**{**datasets.FULL.__dict__, "many_runs": args.runs})
+        return datasets.many_runs(work / "data", sizes)
+    if args.scenario == "long-run":
+        return datasets.single_run(work / "data", args.scenario, "altrun01", steps=args.steps, metrics=50, seed=1)
+    return datasets.shaped_run(work / "data", args.scenario, "altrun01", shape=args.scenario, steps=args.steps,
+                               seed=1)
+
+
+def _start(side: str, spec: dict, work: Path, tree: Path | None) -> subprocess.Popen:
+    path = work / f"spec-{side}.json"
+    path.write_text(json.dumps({**spec, "warehouse": str(work / f"warehouse-{side}")}))
+    env = dict(os.environ)
+    if tree is not None:
+        env["PYTHONPATH"] = os.pathsep.join(filter(None, [str(tree), env.get("PYTHONPATH")]))
+    return subprocess.Popen([sys.executable, str(CHILD), str(path)], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                            text=True, env=env)
+
+
+def _export(child: subprocess.Popen) -> dict:
+    child.stdin.write("export\n")
+    child.stdin.flush()
+    line = child.stdout.readline()
+    if not line:
+        raise SystemExit(f"the exporting child exited with {child.wait()}")
+    return json.loads(line)
 
 
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(prog="python -m run_pipeline_tests.benchmarks.alternate", description=__doc__,
                                 formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--set", dest="settings", action="append", default=[], metavar="NAME=VALUE",
-                   help="a setting of run_pipeline.client.history to change (an integer)")
-    p.add_argument("--scenario", choices=SHAPES, default="long-run")
+                   help="a module setting to change on the changed side (an integer)")
+    p.add_argument("--against", type=Path, metavar="DIR",
+                   help="the 'as is' side imports run_pipeline from this checkout instead")
+    p.add_argument("--scenario", choices=SCENARIOS, default="long-run")
     p.add_argument("--mode", choices=("live", "parquet"), default="parquet")
-    p.add_argument("--steps", type=int, default=200_000)
+    p.add_argument("--steps", type=int, default=200_000, help="rows of the one-run scenarios")
+    p.add_argument("--runs", type=int, default=60, help="runs of many-runs (2,000 steps each)")
     p.add_argument("--reps", type=int, default=5)
-    p.add_argument("--child", help=argparse.SUPPRESS)
     args = p.parse_args(argv)
-    if args.child:
-        spec = json.loads(Path(args.child).read_text())
-        Path(spec["result"]).write_text(json.dumps(_child(spec)))
-        return 0
-    if not args.settings:
-        p.error("name at least one setting to change: --set NAME=VALUE")
-    settings = {}
-    for item in args.settings:
-        name, _, value = item.partition("=")
-        if not name or not value.lstrip("-").isdigit():
-            p.error(f"--set {item!r}: expected NAME=INTEGER, e.g. LIVE_DEPTH=1")
-        settings[name] = int(value)
-    import run_pipeline.client.history as history
-
-    unknown = [n for n in settings if not hasattr(history, n)]
-    if unknown:
-        p.error(f"run_pipeline.client.history has no setting {unknown[0]!r}")
+    if not args.settings and args.against is None:
+        p.error("name what to compare: --set NAME=VALUE and/or --against DIR")
+    if args.against is not None and not (args.against / "run_pipeline" / "__init__.py").is_file():
+        p.error(f"--against {args.against}: no run_pipeline package in that directory")
+    try:
+        settings = dict(_setting(item) for item in args.settings)
+        for dotted in settings:
+            _check_setting(dotted)
+    except ValueError as exc:
+        p.error(str(exc))
     from run_pipeline.emulator.server import EmulatorServer
 
     with tempfile.TemporaryDirectory(prefix="run_pipeline-alternate-") as tmp:
         work = Path(tmp)
-        shape = SHAPES[args.scenario]
-        if shape is None:
-            ds = datasets.single_run(work / "data", args.scenario, "altrun01", steps=args.steps, metrics=50, seed=1)
-        else:
-            ds = datasets.shaped_run(work / "data", args.scenario, "altrun01", shape=shape, steps=args.steps, seed=1)
+        ds = _dataset(work, args)
         server = EmulatorServer(ds.root, api_key=API_KEY, parquet_mode=args.mode)
         server.start()
+        children = []
         try:
             datasets.prewarm(server.store)
-            spec = {"api_key": API_KEY, "base_url": server.base_url, "project": args.scenario, "reps": args.reps,
-                    "settings": settings, "work": str(work), "result": str(work / "result.json")}
-            (work / "spec.json").write_text(json.dumps(spec))
-            subprocess.run([sys.executable, "-m", "run_pipeline_tests.benchmarks.alternate",
-                            "--child", str(work / "spec.json")], check=True)
+            spec = {"api_key": API_KEY, "base_url": server.base_url, "entity": ENTITY, "projects": ds.projects}
+            children = [_start("as-is", {**spec, "settings": {}}, work, args.against),
+                        _start("changed", {**spec, "settings": settings}, work, None)]
+            for child in children:  # warm-up: the emulator's caches and the child's imports
+                _export(child)
+            sides: list[list[dict]] = [[], []]
+            for _ in range(args.reps):
+                for i, child in enumerate(children):
+                    sides[i].append(_export(child))
         finally:
+            for child in children:
+                child.stdin.close()
+                child.wait()
             server.stop()
-        sides = json.loads((work / "result.json").read_text())
-    changed = ", ".join(f"{k}={v}" for k, v in settings.items())
-    print(f"{args.scenario} · {args.mode}, {ds.rows:,} rows, {args.reps} exports a side, alternating:")
-    for side, label in (("as is", "as is"), ("changed", changed)):
-        walls, cpus = [w for w, _ in sides[side]], [c for _, c in sides[side]]
-        print(f"  {label}: wall median {statistics.median(walls):.3f} s ({', '.join(f'{w:.2f}' for w in walls)}), "
+    labels = ["as is", ", ".join(f"{k.rpartition('.')[2]}={v}" for k, v in settings.items()) or "changed"]
+    print(f"{args.scenario} · {args.mode}, {len(ds.runs)} run(s), {ds.rows:,} rows, {args.reps} exports a side, "
+          f"alternating:")
+    for label, results in zip(labels, sides):
+        walls, cpus = [r["wall"] for r in results], [r["cpu"] for r in results]
+        print(f"  {label} ({results[0]['package']}): wall median {statistics.median(walls):.3f} s ({', '.join(f'{w:.2f}' for w in walls)}), "
               f"CPU median {statistics.median(cpus):.3f} s")
     return 0
 
