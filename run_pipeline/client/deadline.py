@@ -49,16 +49,24 @@ class _Watchdog:
         self._live: set[int] = set()
         self._ids = itertools.count()
         self._thread: threading.Thread | None = None
+        # When the thread wakes next by itself (None: it waits to be told). A new deadline no
+        # earlier than that needs no wake-up: every request would otherwise wake the thread
+        # (and hand it the GIL) only for it to go back to sleep.
+        self._wakes_at: float | None = None
 
     def watch(self, attempt: _Attempt) -> int:
         with self._cond:
             token = next(self._ids)
             heapq.heappush(self._heap, (attempt.deadline, token, attempt))
             self._live.add(token)
+            if len(self._heap) > 2 * len(self._live) + 64:  # finished attempts the thread has not met
+                self._heap = [entry for entry in self._heap if entry[1] in self._live]
+                heapq.heapify(self._heap)
             if self._thread is None or not self._thread.is_alive():
                 self._thread = threading.Thread(target=self._run, name="run_pipeline-deadlines", daemon=True)
                 self._thread.start()
-            self._cond.notify()
+            if self._wakes_at is None or attempt.deadline < self._wakes_at:
+                self._cond.notify()
             return token
 
     def unwatch(self, token: int) -> None:
@@ -71,9 +79,11 @@ class _Watchdog:
                 while self._heap and self._heap[0][1] not in self._live:
                     heapq.heappop(self._heap)
                 if not self._heap:
+                    self._wakes_at = None
                     self._cond.wait()
                     continue
-                wait = self._heap[0][0] - time.monotonic()
+                self._wakes_at = self._heap[0][0]
+                wait = self._wakes_at - time.monotonic()
                 if wait > 0:
                     self._cond.wait(wait)
                     continue

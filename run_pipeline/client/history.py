@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import os
 import tempfile
+import uuid
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
@@ -59,6 +60,9 @@ LIVE_DEPTH = 4
 READ_AHEAD_MAX_COLUMNS = 256
 #: Without `eventsLineCount`, ask for this many system-metric rows.
 LARGE_SAMPLES = 10_000_000
+#: An exported file the server says is at most this large is downloaded into memory; a larger
+#: one goes to a temporary file, so peak memory does not grow with a run's length.
+MEMORY_DOWNLOAD_MAX = 16 * 1024 * 1024
 #: Bytes of an exported file's end read to learn its last step before downloading it.
 FOOTER_PROBE_BYTES = 64 * 1024
 #: Attempts at one exported Parquet file that arrives empty, cut or corrupt.
@@ -191,15 +195,17 @@ class HistoryReader:
         urls = (run.get("parquetHistory") or {}).get("parquetUrls") or []
         return HistoryPlan(tuple(urls), -1 if last is None else int(last), self._events_line_count)
 
-    def _download(self, url: str, path: str) -> None:
+    def _download(self, url: str, path: str) -> str | bytes:
         """Download one exported file and prove it is a whole Parquet file (magic bytes at both
-        ends, a footer that parses); an empty, cut or corrupt file is fetched again."""
+        ends, a footer that parses); an empty, cut or corrupt file is fetched again. Returns
+        `path`, or the file's bytes when it was small enough to keep in memory."""
         problem = ""
         for _ in range(DOWNLOAD_ATTEMPTS):
-            size = self._transport.download(url, path)
-            problem = parquet_problem(path, size)
+            got = self._transport.download(url, path, memory_limit=MEMORY_DOWNLOAD_MAX)
+            source, size = (got, len(got)) if isinstance(got, bytes) else (path, got)
+            problem = parquet_problem(source, size)
             if not problem:
-                return
+                return source
         raise WandbIncompleteDataError(
             f"run {self._path}: exported history {display_url(url)} is not a readable Parquet file "
             f"after {DOWNLOAD_ATTEMPTS} downloads ({problem})")
@@ -232,12 +238,12 @@ class HistoryReader:
                     yield None, top
                     i += 1
                     continue
-            # One temporary file per download (no directory to create and remove per run).
-            fd, path = tempfile.mkstemp(prefix="run_pipeline_parquet_", suffix=".parquet", dir=tmp_dir)
-            os.close(fd)
+            # One temporary file per download (no directory to create and remove per run),
+            # created only when the file is too large to keep in memory.
+            path = os.path.join(tmp_dir or tempfile.gettempdir(), f"run_pipeline_parquet_{uuid.uuid4().hex}.parquet")
             try:
                 try:
-                    self._download(urls[i], path)
+                    source = self._download(urls[i], path)
                 except WandbAuthError:
                     if replanned:
                         raise
@@ -250,13 +256,17 @@ class HistoryReader:
                     urls = list(fresh)
                     continue
                 try:
-                    yield from _read_parquet(path, lo, hi, batch_rows, columns)
+                    yield from _read_parquet(source if isinstance(source, str) else pa.BufferReader(source),
+                                             lo, hi, batch_rows, columns)
                 except (pa.ArrowInvalid, OSError) as exc:
                     raise WandbIncompleteDataError(
                         f"run {self._path}: exported history {display_url(urls[i])} "
                         f"could not be read: {exc}") from exc
             finally:
-                os.unlink(path)
+                try:
+                    os.unlink(path)
+                except FileNotFoundError:  # kept in memory
+                    pass
             i += 1
 
     # -- readers --------------------------------------------------------------------------------
@@ -360,7 +370,7 @@ def _end(plan: HistoryPlan, max_step: int | None) -> int:
     return end if max_step is None else min(end, int(max_step))
 
 
-def _read_parquet(path: str, min_step: int, max_step: int | None, batch_rows: int,
+def _read_parquet(source: str | pa.BufferReader, min_step: int, max_step: int | None, batch_rows: int,
                   columns: list[str] | None = None,
                   ) -> Iterable[tuple[pa.RecordBatch | None, int | None]]:
     """Batches of one exported file filtered to [min_step, max_step), each with the file's
@@ -368,7 +378,7 @@ def _read_parquet(path: str, min_step: int, max_step: int | None, batch_rows: in
     only those of them the file has."""
     # Read in 64 KiB pieces, without pre-buffering: an export is often one large row group,
     # which would otherwise be held whole (peak memory growing with the run's length).
-    pf = pq.ParquetFile(path, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
+    pf = pq.ParquetFile(source, buffer_size=PARQUET_READ_BUFFER, pre_buffer=False)
     if columns is not None:
         names = set(pf.schema_arrow.names)
         columns = [c for c in columns if c in names]

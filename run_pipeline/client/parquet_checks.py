@@ -13,18 +13,22 @@ import pyarrow.parquet as pq
 from run_pipeline.client.batches import STEP
 
 
-def parquet_problem(path: str, size: int) -> str:
-    """Why the file at `path` is not a whole Parquet file ("" when it is)."""
+def parquet_problem(source: str | bytes, size: int) -> str:
+    """Why the file at `source` (a path, or the downloaded bytes) is not a whole Parquet file
+    ("" when it is)."""
     if size < 12:
         return f"{size} bytes"
-    with open(path, "rb") as fh:
-        head = fh.read(4)
-        fh.seek(-4, os.SEEK_END)
-        tail = fh.read(4)
+    if isinstance(source, bytes):
+        head, tail = source[:4], source[-4:]
+    else:
+        with open(source, "rb") as fh:
+            head = fh.read(4)
+            fh.seek(-4, os.SEEK_END)
+            tail = fh.read(4)
     if head != b"PAR1" or tail != b"PAR1":
         return "no Parquet magic bytes at both ends: cut short or not Parquet"
     try:
-        pq.read_metadata(path)
+        pq.read_metadata(pa.BufferReader(source) if isinstance(source, bytes) else source)
     except (pa.ArrowInvalid, OSError) as exc:
         return f"unreadable footer: {exc}"
     return ""

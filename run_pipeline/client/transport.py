@@ -137,12 +137,24 @@ class Transport:
 
     # -- plain HTTP (files, parquet) ----------------------------------------------------------
 
-    def download(self, url: str, dest: str | os.PathLike, *, chunk_size: int = 1 << 20) -> int:
-        """GET `url` into the file `dest` (overwritten), retrying failures mid-stream too.
-        Returns the byte count."""
+    def download(self, url: str, dest: str | os.PathLike, *, chunk_size: int = 1 << 20,
+                 memory_limit: int = -1) -> int | bytes:
+        """GET `url` into the file `dest` (created or overwritten), retrying failures mid-stream
+        too. Returns the byte count; or, when the response says its body has at most
+        `memory_limit` bytes (and does not encode it), the body itself, and `dest` is left
+        alone (a small file costs no file to create, write, read back and delete)."""
         url = self.absolute_url(url)
 
-        def handle(resp: requests.Response) -> int:
+        def handle(resp: requests.Response) -> int | bytes:
+            expected = resp.headers.get("Content-Length")
+            encoded = resp.headers.get("Content-Encoding")
+            expected = int(expected) if expected is not None and expected.isdigit() else None
+            if expected is not None and not encoded and expected <= memory_limit:
+                body = _read_body(resp)
+                if len(body) != expected:
+                    raise RetryableResponse(f"download cut short: {len(body)} of {expected} bytes",
+                                            resp.status_code)
+                return body
             written = 0
             started = time.monotonic()
             read_timeout = self.timeout[1] if isinstance(self.timeout, tuple) else self.timeout
@@ -154,10 +166,7 @@ class Transport:
                     # may not (see `deadline.py`).
                     if written >= MIN_DOWNLOAD_RATE * max(1.0, time.monotonic() - started):
                         extend_deadline(read_timeout)
-            expected = resp.headers.get("Content-Length")
-            encoded = resp.headers.get("Content-Encoding")
-            cut_short = expected is not None and expected.isdigit() and int(expected) != written
-            if cut_short and not encoded:
+            if expected is not None and not encoded and expected != written:
                 raise RetryableResponse(
                     f"download cut short: {written} of {expected} bytes", resp.status_code
                 )

@@ -12,7 +12,14 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
 
-from run_pipeline.client import Run, WandbIncompleteDataError, WandbQueryError, batch_to_rows, queries
+from run_pipeline.client import (
+    Run,
+    WandbIncompleteDataError,
+    WandbQueryError,
+    batch_to_rows,
+    history,
+    queries,
+)
 
 
 class FakeTransport:
@@ -30,14 +37,20 @@ class FakeTransport:
         self.events_count = events_count
         self.counts = counts  # False: a server without `eventsLineCount`
         self.calls = []
+        self.written_to = []  # the files downloads went to (not kept in memory)
 
     def absolute_url(self, url):
         return url
 
-    def download(self, url, dest):
+    def download(self, url, dest, memory_limit=-1):
+        # As the real transport: a file no larger than `memory_limit` comes back as bytes.
         self.calls.append(("download", url))
+        data = self.parquet.read_bytes()
+        if len(data) <= memory_limit:
+            return data
         shutil.copy(self.parquet, dest)
-        return self.parquet.stat().st_size
+        self.written_to.append(dest)
+        return len(data)
 
     def get_tail(self, url, size):
         self.calls.append(("tail", url))
@@ -197,7 +210,16 @@ def test_a_server_refusing_system_metrics_in_the_plan_is_asked_without_them(tmp_
     assert kinds == ["RunHistoryPlan", "RunHistoryPlan", "download", "RunCountedEvents"]
 
 
-def test_a_file_of_many_batches_is_read_whole_in_order_and_its_download_removed(tmp_path):
+@pytest.fixture(params=["in memory", "to a file"])
+def download_to(request, monkeypatch):
+    """Both ways an exported file arrives: small enough to keep in memory, or written to a
+    temporary file (`MEMORY_DOWNLOAD_MAX` 0)."""
+    if request.param == "to a file":
+        monkeypatch.setattr(history, "MEMORY_DOWNLOAD_MAX", 0)
+    return request.param
+
+
+def test_a_file_of_many_batches_is_read_whole_in_order_and_its_download_removed(tmp_path, download_to):
     # 2,000 exported rows in batches of 256: read a batch ahead in a thread while the caller works.
     fake = FakeTransport(tmp_path, list(range(2000)), [], [], 0)
     downloads = tmp_path / "downloads"
@@ -212,9 +234,11 @@ def test_a_file_of_many_batches_is_read_whole_in_order_and_its_download_removed(
     assert next(reader).num_rows == 256
     reader.close()
     assert list(downloads.iterdir()) == []
+    assert len(fake.written_to) == (2 if download_to == "to a file" else 0)
+    assert all(str(path).startswith(str(downloads)) for path in fake.written_to)
 
 
-def test_a_file_that_breaks_after_its_first_batches_fails_naming_it(tmp_path):
+def test_a_file_that_breaks_after_its_first_batches_fails_naming_it(tmp_path, download_to):
     fake = FakeTransport(tmp_path, list(range(2000)), [], [], 0)
     # The second row group's first page header is overwritten: the footer still parses, so the
     # download passes its check, and reading fails part-way through the file.
@@ -231,3 +255,4 @@ def test_a_file_that_breaks_after_its_first_batches_fails_naming_it(tmp_path):
     assert [r["_step"] for r in rows] == list(range(len(rows)))  # what came before the break, in order
     assert len(rows) < 2000
     assert list(downloads.iterdir()) == []
+    assert len(fake.written_to) == (1 if download_to == "to a file" else 0)

@@ -248,3 +248,48 @@ def test_large_graphql_body_read_whole_and_a_cut_one_retried():
     assert sent == [True, False]
     assert api._transport.stats["retries"] == 1
     assert data["project"]["run"]["history"] == rows
+
+
+@pytest.mark.parametrize("memory_limit", [1 << 20, 1000])
+def test_a_download_kept_in_memory_or_written_to_a_file_is_whole_and_a_cut_one_retried(tmp_path, memory_limit):
+    """A file no larger than `memory_limit` comes back as bytes and touches no file; a larger
+    one is written to `dest`. Either way a body cut off mid-way is fetched again."""
+    import http.server
+    import threading
+
+    body = bytes(range(256)) * 400  # 100 KiB
+    sent = []
+
+    class Handler(http.server.BaseHTTPRequestHandler):
+        def do_GET(self):  # noqa: N802 - http.server's API
+            self.send_response(200)
+            self.send_header("Content-Length", str(len(body)))
+            self.end_headers()
+            cut = not sent
+            sent.append(cut)
+            self.wfile.write(body[: len(body) // 3] if cut else body)
+            if cut:
+                self.close_connection = True
+
+        def log_message(self, *args):
+            pass
+
+    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    thread = threading.Thread(target=server.serve_forever, daemon=True)
+    thread.start()
+    dest = tmp_path / "export.parquet"
+    try:
+        api = Api(api_key="k" * 40, base_url=f"http://127.0.0.1:{server.server_port}", environ={},
+                  timeout=(2.0, 5.0), retry=RetryPolicy(budget=10.0, backoff_base=0.01, backoff_cap=0.05))
+        got = api._transport.download("/storage/export.parquet", dest, memory_limit=memory_limit)
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert sent == [True, False]
+    assert api._transport.stats["retries"] == 1
+    if memory_limit >= len(body):
+        assert got == body
+        assert not dest.exists()
+    else:
+        assert got == len(body)
+        assert dest.read_bytes() == body

@@ -128,3 +128,23 @@ def test_a_large_download_arriving_steadily_may_outlast_the_budget_a_trickle_may
         transport = Transport(base, "k" * 40, timeout=5.0, retry=policy)
         with pytest.raises(WandbGaveUpError, match="no complete answer within the budget"):
             transport.download(f"{base}/file", tmp_path / "trickle")
+
+
+def test_a_sooner_deadline_set_after_a_later_one_still_cuts_its_request_off_on_time():
+    """The watchdog is woken only for a deadline sooner than the one it waits for: a short
+    deadline set while a long one is watched must still fire on time, and attempts that ended
+    are not kept."""
+    from run_pipeline.client import deadline
+
+    with deadline.deadline(time.monotonic() + 60) as long_one:
+        for _ in range(500):  # finished attempts the watchdog never woke for
+            with deadline.deadline(time.monotonic() + 30):
+                pass
+        assert len(deadline._watchdog._heap) <= 2 * len(deadline._watchdog._live) + 64
+        started = time.monotonic()
+        with deadline.deadline(time.monotonic() + 0.3) as short_one:
+            while not short_one.expired and time.monotonic() - started < 5:
+                time.sleep(0.01)
+        assert short_one.expired
+        assert time.monotonic() - started < 2
+    assert not long_one.expired
