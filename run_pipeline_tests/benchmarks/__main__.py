@@ -213,11 +213,14 @@ def main(argv: list[str] | None = None) -> int:
     for line in machine:
         log(line)
     tmp = Path(tempfile.mkdtemp(prefix="run_pipeline-bench-"))
+    creation = [report.file_creation_ms(tmp)]
+    log(f"creating a run directory and a file under {tmp}: {creation[0]:.2f} ms")
     bench = Bench(args, tmp)
     profiles = ""
     try:
         bench.run()
         profiles = render_profiles(bench.profiles)
+        creation.append(report.file_creation_ms(tmp))
     finally:
         if args.keep:
             log(f"kept {tmp}")
@@ -230,6 +233,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## Export benchmark ({'quick' if args.quick else 'full'}: {', '.join(args.scenario)}; {reps})\n")
     print("\n".join(f"- {line}" for line in machine))
     print(f"- Load average at the end: {' / '.join(f'{x:.1f}' for x in report.load_average())}")
+    print(f"- File system of the work directory ({tmp.parent}): creating a run directory and a 4 KB file in it "
+          f"took {' ms at the start, '.join(f'{ms:.2f}' for ms in creation)} ms{' at the end' if len(creation) > 1 else ''} "
+          "(a many-runs export creates about 15 a run)")
     print("\nDatasets (sample generator; served by the emulator on a loopback port in the harness process):")
     print("\n".join(f"- {line}" for line in bench.datasets))
     print()
