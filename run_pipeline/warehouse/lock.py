@@ -75,8 +75,11 @@ def _hold(root: WarehouseRoot, path: str, what: str, holder: str, timeout: float
             finally:
                 held.discard(path)
         return
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    try:
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    except FileNotFoundError:  # the warehouse's first lock
+        os.makedirs(os.path.dirname(path), exist_ok=True)
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
     try:
         if timeout is None:
             fcntl.flock(fd, fcntl.LOCK_EX)
