@@ -233,9 +233,11 @@ def main(argv: list[str] | None = None) -> int:
     print(f"## Export benchmark ({'quick' if args.quick else 'full'}: {', '.join(args.scenario)}; {reps})\n")
     print("\n".join(f"- {line}" for line in machine))
     print(f"- Load average at the end: {' / '.join(f'{x:.1f}' for x in report.load_average())}")
+    took = f"{creation[0]:.2f} ms at the start"
+    if len(creation) > 1:
+        took += f", {creation[1]:.2f} ms at the end"
     print(f"- File system of the work directory ({tmp.parent}): creating a run directory and a 4 KB file in it "
-          f"took {' ms at the start, '.join(f'{ms:.2f}' for ms in creation)} ms{' at the end' if len(creation) > 1 else ''} "
-          "(a many-runs export creates about 15 a run)")
+          f"took {took} (a many-runs export creates about 15 a run)")
     print("\nDatasets (sample generator; served by the emulator on a loopback port in the harness process):")
     print("\n".join(f"- {line}" for line in bench.datasets))
     print()

@@ -16,6 +16,7 @@ seconds (the export in one process, one run at a time).
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import statistics
@@ -53,8 +54,7 @@ def _check_setting(dotted: str) -> None:
 
 def _dataset(work: Path, args: argparse.Namespace) -> datasets.Dataset:
     if args.scenario == "many-runs":
-        sizes = datasets.FULL.__class__(**{**datasets.FULL.__dict__, "many_runs": args.runs})
-        return datasets.many_runs(work / "data", sizes)
+        return datasets.many_runs(work / "data", dataclasses.replace(datasets.FULL, many_runs=args.runs))
     if args.scenario == "long-run":
         return datasets.single_run(work / "data", args.scenario, "altrun01", steps=args.steps, metrics=50, seed=1)
     return datasets.shaped_run(work / "data", args.scenario, "altrun01", shape=args.scenario, steps=args.steps,
@@ -93,6 +93,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--runs", type=int, default=60, help="runs of many-runs (2,000 steps each)")
     p.add_argument("--reps", type=int, default=5)
     args = p.parse_args(argv)
+    if args.reps < 1:
+        p.error(f"--reps {args.reps}: at least 1 export a side")
     if not args.settings and args.against is None:
         p.error("name what to compare: --set NAME=VALUE and/or --against DIR")
     if args.against is not None and not (args.against / "run_pipeline" / "__init__.py").is_file():
@@ -133,8 +135,8 @@ def main(argv: list[str] | None = None) -> int:
           f"alternating:")
     for label, results in zip(labels, sides):
         walls, cpus = [r["wall"] for r in results], [r["cpu"] for r in results]
-        print(f"  {label} ({results[0]['package']}): wall median {statistics.median(walls):.3f} s ({', '.join(f'{w:.2f}' for w in walls)}), "
-              f"CPU median {statistics.median(cpus):.3f} s")
+        print(f"  {label} ({results[0]['package']}): wall median {statistics.median(walls):.3f} s "
+              f"({', '.join(f'{w:.2f}' for w in walls)}), CPU median {statistics.median(cpus):.3f} s")
     print("  first export of each process, not counted above: "
           + ", ".join(f"{label} {r['wall']:.2f} s (CPU {r['cpu']:.2f} s)" for label, r in zip(labels, first)))
     return 0

@@ -5,7 +5,10 @@ from __future__ import annotations
 
 import os
 import platform
+import shutil
+import statistics
 import subprocess
+import time
 from importlib import metadata
 from pathlib import Path
 
@@ -23,12 +26,8 @@ def file_creation_ms(directory: Path, runs: int = 100) -> float:
     """Milliseconds (median of three rounds) to create what a small run's export creates per
     table under `directory`: a run's directory in a hive tree and one 4 KB file in it, after
     removing the previous round's tree, as a re-export does. On some virtual disks this costs
-    far more, and varies far more, than the CPU figures suggest (0.04 to 1.5 ms have been
-    measured on one machine), and a many-runs export creates about 15 directories and files a run."""
-    import shutil
-    import statistics
-    import time
-
+    far more, and varies far more between minutes, than the CPU figures suggest, and a many-runs
+    export creates about 15 directories and files a run."""
     root = directory / "file-creation-probe"
     rounds = []
     for _ in range(3):

@@ -25,6 +25,7 @@ from run_pipeline.client import (
     batch_to_rows,
 )
 
+from ..loopback import QuietHandler, serve
 from .conftest import norm
 
 ALL_PATHS = ("/graphql", "/files/", "/storage/")
@@ -209,17 +210,21 @@ def test_key_absent_from_logs_reprs_and_tracebacks_on_failure(emulator, caplog):
         assert secret not in text
 
 
+def _quick_retrying_api(base_url: str) -> Api:
+    """A client of a loopback server that retries at once (the tests below cut one answer)."""
+    return Api(api_key="k" * 40, base_url=base_url, environ={}, timeout=(2.0, 5.0),
+               retry=RetryPolicy(budget=10.0, backoff_base=0.01, backoff_cap=0.05))
+
+
 def test_large_graphql_body_read_whole_and_a_cut_one_retried():
     """A body of several read pieces arrives whole; one cut off mid-body is retried."""
-    import http.server
     import json
-    import threading
 
     rows = [json.dumps({"_step": i, "note": "x" * 200}) for i in range(12_000)]  # ~3 MiB
     body = json.dumps({"data": {"project": {"run": {"history": rows}}}}).encode()
     sent = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_POST(self):  # noqa: N802 - http.server's API
             self.rfile.read(int(self.headers["Content-Length"]))
             self.send_response(200)
@@ -232,19 +237,9 @@ def test_large_graphql_body_read_whole_and_a_cut_one_retried():
             if cut:
                 self.close_connection = True
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    try:
-        api = Api(api_key="k" * 40, base_url=f"http://127.0.0.1:{server.server_port}", environ={},
-                  timeout=(2.0, 5.0), retry=RetryPolicy(budget=10.0, backoff_base=0.01, backoff_cap=0.05))
+    with serve(Handler) as base:
+        api = _quick_retrying_api(base)
         data = api._transport.graphql("query HistoryPage { project { run { history } } }", {})
-    finally:
-        server.shutdown()
-        server.server_close()
     assert sent == [True, False]
     assert api._transport.stats["retries"] == 1
     assert data["project"]["run"]["history"] == rows
@@ -254,13 +249,10 @@ def test_large_graphql_body_read_whole_and_a_cut_one_retried():
 def test_a_download_kept_in_memory_or_written_to_a_file_is_whole_and_a_cut_one_retried(tmp_path, memory_limit):
     """A file no larger than `memory_limit` comes back as bytes and touches no file; a larger
     one is written to `dest`. Either way a body cut off mid-way is fetched again."""
-    import http.server
-    import threading
-
     body = bytes(range(256)) * 400  # 100 KiB
     sent = []
 
-    class Handler(http.server.BaseHTTPRequestHandler):
+    class Handler(QuietHandler):
         def do_GET(self):  # noqa: N802 - http.server's API
             self.send_response(200)
             self.send_header("Content-Length", str(len(body)))
@@ -271,20 +263,10 @@ def test_a_download_kept_in_memory_or_written_to_a_file_is_whole_and_a_cut_one_r
             if cut:
                 self.close_connection = True
 
-        def log_message(self, *args):
-            pass
-
-    server = http.server.ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
     dest = tmp_path / "export.parquet"
-    try:
-        api = Api(api_key="k" * 40, base_url=f"http://127.0.0.1:{server.server_port}", environ={},
-                  timeout=(2.0, 5.0), retry=RetryPolicy(budget=10.0, backoff_base=0.01, backoff_cap=0.05))
+    with serve(Handler) as base:
+        api = _quick_retrying_api(base)
         got = api._transport.download("/storage/export.parquet", dest, memory_limit=memory_limit)
-    finally:
-        server.shutdown()
-        server.server_close()
     assert sent == [True, False]
     assert api._transport.stats["retries"] == 1
     if memory_limit >= len(body):
